@@ -1,0 +1,1 @@
+"""censusdrop.audit"""

@@ -1,0 +1,1 @@
+"""Storage: the one path for bytes (atomic, versioned, encrypted at rest)."""

@@ -1,0 +1,1 @@
+"""Pre-review: validation of a prefecture tree against the checklist."""
