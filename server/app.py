@@ -1,0 +1,219 @@
+"""Building and running the server from its settings.
+
+``open_services`` assembles the parts (database, accounts, keyring,
+storage, audit writer, TLS context) and fails with one clear line when a
+part cannot be used. ``CensusServer`` runs the FTPS listeners on one event
+loop until ``stop`` is called from any thread or by a signal.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import errno
+import logging
+import os
+import socket
+import threading
+from typing import Any
+
+from pyftpdlib.ioloop import IOLoop
+from pyftpdlib.servers import FTPServer
+
+from censusdrop.audit.store import AuditWriter
+from censusdrop.config.prefectures import PrefectureError
+from censusdrop.config.prefectures import load_prefectures
+from censusdrop.config.settings import ConfigError
+from censusdrop.config.settings import Settings
+from censusdrop.server.accounts import AccountStore
+from censusdrop.server.accounts import LockoutPolicy
+from censusdrop.server.db import DatabaseError
+from censusdrop.server.db import check_schema
+from censusdrop.server.db import make_engine
+from censusdrop.server.handler import CensusHandler
+from censusdrop.server.handler import make_handler
+from censusdrop.server.loop import LoopBridge
+from censusdrop.server.passwords import Argon2Cost
+from censusdrop.server.passwords import PasswordHasher
+from censusdrop.server.services import Services
+from censusdrop.server.storage.errors import StorageError
+from censusdrop.server.storage.keyring import Keyring
+from censusdrop.server.storage.store import Storage
+from censusdrop.server.tls import TLSConfigError
+from censusdrop.server.tls import make_context
+
+logger = logging.getLogger(__name__)
+
+MASTER_KEY_ENV = "CENSUSDROP_MASTER_KEY"
+
+
+class StartupError(Exception):
+    """The server cannot start; the message names the setting and problem."""
+
+
+def master_key_from_env() -> bytes | None:
+    value = os.environ.get(MASTER_KEY_ENV)
+    if not value:
+        return None
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error:
+        raise StartupError(f"{MASTER_KEY_ENV}: not valid base64") from None
+
+
+def password_hasher(settings: Settings) -> PasswordHasher:
+    security = settings.security
+    return PasswordHasher(
+        Argon2Cost(
+            security.argon2_memory_kib,
+            security.argon2_iterations,
+            security.argon2_lanes,
+        )
+    )
+
+
+def open_services(settings: Settings, *, with_tls: bool = True) -> Services:
+    """Every part the server needs; ``StartupError`` if one is unusable."""
+    try:
+        engine = make_engine(settings.database_url)
+        check_schema(engine)
+        prefectures = load_prefectures(settings.reference.prefectures)
+        keyring = Keyring.open(
+            settings.path(settings.storage.keys_dir), master_key_from_env()
+        )
+        context = (
+            make_context(
+                settings.path(settings.tls.certificate),
+                settings.path(settings.tls.private_key),
+                settings.tls.min_version,
+            )
+            if with_tls
+            else None
+        )
+    except (
+        ConfigError, DatabaseError, PrefectureError, StorageError, TLSConfigError
+    ) as exc:
+        raise StartupError(str(exc)) from exc
+    security = settings.security
+    policy = LockoutPolicy(
+        threshold=security.lockout_threshold,
+        lockout=_minutes(security.lockout_minutes),
+        address_limit=security.ip_failure_limit,
+        address_window=_minutes(security.ip_failure_window_minutes),
+    )
+    accounts = AccountStore(engine, password_hasher(settings), prefectures, policy)
+    storage = Storage(settings.path(settings.storage.data_root), keyring, engine)
+    return Services(
+        settings=settings,
+        engine=engine,
+        prefectures=prefectures,
+        accounts=accounts,
+        storage=storage,
+        audit=AuditWriter(engine),
+        ssl_context=context,  # type: ignore[arg-type]
+    )
+
+
+class CensusServer:
+    """The FTPS listeners (explicit, and implicit if configured) on one loop."""
+
+    def __init__(self, services: Services, host: str | None = None,
+                 port: int | None = None) -> None:
+        self.services = services
+        server = services.settings.server
+        self.ioloop = IOLoop()
+        services.bridge = LoopBridge(self.ioloop)
+        handler = make_handler(services)
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+        self.listeners: list[FTPServer] = []
+        host = host or server.host
+        self.listeners.append(self._listen(handler, host, server.port if port is None else port))
+        if server.implicit_tls_port:
+            implicit = type("ImplicitHandler", (ImplicitTLSMixin, handler), {})
+            self.listeners.append(self._listen(implicit, host, server.implicit_tls_port))
+        for listener in self.listeners:
+            listener.max_cons = server.max_connections
+            listener.max_cons_per_ip = server.max_connections_per_ip
+        swept = services.storage.prepare()
+        logger.info("storage ready swept=%d", swept)
+
+    def _listen(self, handler: type[CensusHandler], host: str, port: int) -> FTPServer:
+        try:
+            return FTPServer((host, port), handler, ioloop=self.ioloop)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise StartupError(
+                    f"server.port: {host}:{port} is already in use"
+                ) from exc
+            raise StartupError(f"server.host: cannot listen on {host}:{port}: "
+                               f"{exc.strerror}") from exc
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.listeners[0].socket.getsockname()[:2]
+        return str(host), int(port)
+
+    @property
+    def implicit_address(self) -> tuple[str, int] | None:
+        if len(self.listeners) < 2:
+            return None
+        host, port = self.listeners[1].socket.getsockname()[:2]
+        return str(host), int(port)
+
+    def serve(self) -> None:
+        """Run until ``stop``; then close every session and the listeners."""
+        self.services.audit.start()  # type: ignore[attr-defined]
+        try:
+            while not self._stop.is_set():
+                self.ioloop.loop(timeout=0.5, blocking=False)
+        finally:
+            self._shutdown()
+
+    def start_in_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self.serve, name="censusdrop-ftp", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self.services.bridge.post(lambda: None)  # wake the loop now
+        self._stopped.wait(timeout)
+
+    def _shutdown(self) -> None:
+        try:
+            for listener in self.listeners:
+                listener.close()
+            self.services.bridge.close()
+            self.ioloop.close()
+            self.services.audit.close()  # type: ignore[attr-defined]
+            self.services.engine.dispose()
+        finally:
+            self._stopped.set()
+            logger.info("server stopped")
+
+
+class ImplicitTLSMixin:
+    """Implicit FTPS: TLS from the first byte, banner after the handshake."""
+
+    def handle(self: Any) -> None:
+        self.on_connect()
+        self.secure_connection(self.ssl_context)
+
+    def handle_ssl_established(self: Any) -> None:
+        super().handle_ssl_established()  # type: ignore[misc]
+        self._pbsz = True
+        self.respond(f"220 {self.banner}")
+
+
+def _minutes(value: int) -> Any:
+    import datetime as dt
+
+    return dt.timedelta(minutes=value)
+
+
+def local_addresses() -> list[str]:
+    try:
+        return sorted({info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)})
+    except OSError:
+        return []

@@ -1,0 +1,102 @@
+"""Database engines and schema migrations.
+
+SQLite is the embedded default; PostgreSQL (psycopg 3) is the choice when
+several server processes share one state. Every schema change is an Alembic
+revision under ``server/migrations``; ``migrate`` brings any database to the
+newest one.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+logger = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class DatabaseError(Exception):
+    """The database cannot be reached or is not at the expected schema."""
+
+
+def make_engine(url: str) -> sa.Engine:
+    """An engine with the settings censusdrop relies on for ``url``."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise DatabaseError(f"database.url: {url!r} is not a database URL") from exc
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed)
+    if parsed.get_backend_name() == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return sa.create_engine(parsed, pool_pre_ping=True, pool_size=5)
+    raise DatabaseError(
+        f"database.url: unsupported database {parsed.get_backend_name()!r}"
+        " (use sqlite or postgresql)"
+    )
+
+
+def _sqlite_engine(url: sa.URL) -> sa.Engine:
+    engine = sa.create_engine(
+        url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+    )
+
+    @sa.event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # Autocommit at the driver level lets "begin" below choose the lock.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: sa.Connection) -> None:
+        # Take the write lock up front: two writers never both read stale
+        # state and then fail to upgrade their lock.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def alembic_config(engine: sa.Engine | None = None) -> Config:
+    config = Config()
+    location = resources.files("censusdrop.server") / "migrations"
+    config.set_main_option("script_location", str(location))
+    if engine is not None:
+        config.attributes["engine"] = engine
+    return config
+
+
+def migrate(engine: sa.Engine) -> None:
+    """Bring the schema to the newest revision (idempotent)."""
+    try:
+        command.upgrade(alembic_config(engine), "head")
+    except sa.exc.OperationalError as exc:
+        raise DatabaseError(f"cannot migrate the database: {exc.orig}") from exc
+
+
+def check_schema(engine: sa.Engine) -> None:
+    """Refuse to run against a database that is behind or ahead of the code."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    except sa.exc.OperationalError as exc:
+        raise DatabaseError(f"cannot reach the database: {exc.orig}") from exc
+    if current != head:
+        raise DatabaseError(
+            f"database schema is at {current or 'nothing'}, expected {head}:"
+            " run 'censusdrop db upgrade'"
+        )

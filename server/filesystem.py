@@ -1,0 +1,269 @@
+"""What an FTP session sees: a virtual tree mapped onto the storage layer.
+
+Trusts: ``censusdrop.server.names`` to have checked every path component,
+and the storage layer to keep each area below its own folder. Guarantees:
+a session's paths are pure virtual strings that only ever resolve into the
+areas its account may see (a prefecture: its own area as ``/``; a reviewer:
+one folder per assigned prefecture under a read-only ``/``), so no ``..``,
+absolute path, link or encoding trick can leave them. Permissions are
+decided per path by ``AccountView``; refusals explain themselves in Chinese.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat as stat_module
+from collections.abc import Iterable
+from typing import Any
+
+from pyftpdlib.filesystems import AbstractedFS
+from pyftpdlib.filesystems import FilesystemError
+
+from censusdrop.config.prefectures import Prefecture
+from censusdrop.server import names
+from censusdrop.server.storage.store import AlreadyExists
+from censusdrop.server.storage.store import Entry
+from censusdrop.server.storage.store import NotEmpty
+from censusdrop.server.storage.store import NotFound
+from censusdrop.server.storage.store import Storage
+from censusdrop.server.storage.store import StorageError
+from censusdrop.server.storage.store import WrongKind
+
+# Files the server writes into an area (pre-review reports); prefectures may
+# read them but never change or remove them.
+REPORT_NAMES = frozenset({"预审报告.txt", "预审报告.html"})
+
+READ_PERMS = "elr"
+WRITE_PERMS = "adfmw"
+
+
+class Refused(FilesystemError):  # type: ignore[misc]
+    """An operation the account may not do; the text is for the client."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Location:
+    """Where a virtual path lands: an area and a path inside it.
+
+    ``area`` is None for the synthetic root of a reviewer's tree.
+    """
+
+    area: str | None
+    path: str
+
+
+class AccountView:
+    """Maps one account's virtual tree onto areas and decides permissions."""
+
+    def __init__(
+        self,
+        role: str,
+        own: Prefecture | None = None,
+        assigned: Iterable[Prefecture] = (),
+    ) -> None:
+        self.role = role
+        self.own = own
+        self.folders = {prefecture.name: prefecture for prefecture in assigned}
+        if role == "prefecture" and own is None:
+            raise ValueError("a prefecture view needs its prefecture")
+
+    def locate(self, virtual: str) -> Location:
+        parts = names.split(virtual)
+        if self.own is not None:
+            return Location(self.own.code, "/".join(parts))
+        if not parts:
+            return Location(None, "")
+        prefecture = self.folders.get(parts[0])
+        if prefecture is None:
+            raise Refused("文件或目录不存在")
+        return Location(prefecture.code, "/".join(parts[1:]))
+
+    def has_perm(self, perm: str, virtual: str) -> bool:
+        if perm in READ_PERMS:
+            return True
+        if self.role != "prefecture" or perm not in WRITE_PERMS:
+            return False
+        location = self.locate(virtual)
+        if location.path == "" and perm in "df":
+            return False  # the area's own root
+        return location.path not in REPORT_NAMES
+
+    def perms(self) -> str:
+        return READ_PERMS + (WRITE_PERMS if self.role == "prefecture" else "")
+
+    def root_entries(self) -> list[Entry]:
+        return [Entry(name, True, 0, 0.0) for name in sorted(self.folders)]
+
+
+class CensusFS(AbstractedFS):  # type: ignore[misc]
+    """pyftpdlib's filesystem interface over ``Storage`` and an ``AccountView``.
+
+    pyftpdlib hands this class "filesystem paths"; here they are the same
+    normalised virtual paths as the FTP paths, never host paths.
+    """
+
+    def __init__(self, root: str, cmd_channel: Any) -> None:
+        super().__init__("/", cmd_channel)
+        self.view: AccountView = cmd_channel.view
+        self.storage: Storage = cmd_channel.storage
+        self.account: str = cmd_channel.username
+        self._listed: dict[str, Entry] = {}
+
+    # --- path handling: virtual in, virtual out
+
+    def ftpnorm(self, ftppath: str) -> str:
+        return names.normalize_path(ftppath, self.cwd)
+
+    def ftp2fs(self, ftppath: str) -> str:
+        return self.ftpnorm(ftppath)
+
+    def fs2ftp(self, fspath: str) -> str:
+        return fspath
+
+    def validpath(self, path: str) -> bool:
+        return True
+
+    def realpath(self, path: str) -> str:
+        return path
+
+    # --- queries
+
+    def stat(self, path: str) -> os.stat_result:
+        entry = self._listed.pop(path, None) or self._entry(path)
+        mode = stat_module.S_IFDIR | 0o755 if entry.is_dir else stat_module.S_IFREG
+        if not entry.is_dir:
+            mode |= 0o644 if self._writable(path) else 0o444
+        mtime = int(entry.mtime)
+        return os.stat_result((mode, 0, 0, 1, 0, 0, entry.size, mtime, mtime, mtime))
+
+    lstat = stat
+
+    def isfile(self, path: str) -> bool:
+        return self._kind(path) is False
+
+    def isdir(self, path: str) -> bool:
+        return self._kind(path) is True
+
+    def islink(self, path: str) -> bool:
+        return False
+
+    def lexists(self, path: str) -> bool:
+        return self._kind(path) is not None
+
+    def getsize(self, path: str) -> int:
+        return self._entry(path).size
+
+    def getmtime(self, path: str) -> float:
+        return self._entry(path).mtime
+
+    def listdir(self, path: str) -> list[str]:
+        entries = self._list(path)
+        prefix = path.rstrip("/")
+        self._listed = {f"{prefix}/{entry.name}": entry for entry in entries}
+        return [entry.name for entry in entries]
+
+    def listdirinfo(self, path: str) -> list[str]:
+        return self.listdir(path)
+
+    def get_user_by_uid(self, uid: int) -> str:
+        return "censusdrop"
+
+    def get_group_by_gid(self, gid: int) -> str:
+        return "censusdrop"
+
+    # --- changes
+
+    def chdir(self, path: str) -> None:
+        if not self.isdir(path):
+            raise Refused("目录不存在")
+        self.cwd = path
+
+    def mkdir(self, path: str) -> None:
+        location = self._in_area(path)
+        self._call(self.storage.mkdir, location.area, location.path)
+
+    def rmdir(self, path: str) -> None:
+        location = self._in_area(path)
+        self._call(self.storage.rmdir, location.area, location.path)
+
+    def remove(self, path: str) -> None:
+        location = self._in_area(path)
+        self._call(self.storage.remove, location.area, location.path, self.account)
+
+    def rename(self, src: str, dst: str) -> None:
+        source, target = self._in_area(src), self._in_area(dst)
+        if source.area != target.area:
+            raise Refused("不能在不同地区之间移动文件")
+        self._call(
+            self.storage.rename, source.area, source.path, target.path, self.account
+        )
+
+    def open(self, filename: str, mode: str) -> Any:
+        location = self._in_area(filename)
+        if mode == "rb":
+            return self._call(self.storage.open_read, location.area, location.path)
+        if mode in ("wb", "ab"):
+            return self._call(
+                self.storage.begin_upload,
+                location.area,
+                location.path,
+                self.account,
+                append=mode == "ab",
+            )
+        raise Refused("不支持在该位置续传，请重新上传整个文件")
+
+    def chmod(self, path: str, mode: int) -> None:
+        raise Refused("不支持修改权限")
+
+    def utime(self, path: str, timeval: float) -> None:
+        raise Refused("不支持修改时间")
+
+    def mkstemp(self, *args: Any, **kwargs: Any) -> Any:
+        raise Refused("不支持 STOU")
+
+    # --- helpers
+
+    def _writable(self, path: str) -> bool:
+        return self.view.has_perm("w", path)
+
+    def _in_area(self, path: str) -> Location:
+        location = self.view.locate(path)
+        if location.area is None:
+            raise Refused("此目录为只读")
+        return location
+
+    def _list(self, path: str) -> list[Entry]:
+        location = self.view.locate(path)
+        if location.area is None:
+            return self.view.root_entries()
+        return list(self._call(self.storage.list, location.area, location.path))
+
+    def _entry(self, path: str) -> Entry:
+        location = self.view.locate(path)
+        if location.area is None:
+            return Entry("/", True, 0, 0.0)
+        if location.path == "" and not self.storage.exists(location.area, ""):
+            return Entry(path, True, 0, 0.0)
+        return self._call(self.storage.stat, location.area, location.path)  # type: ignore[no-any-return]
+
+    def _kind(self, path: str) -> bool | None:
+        try:
+            return self._entry(path).is_dir
+        except FilesystemError:
+            return None
+
+    @staticmethod
+    def _call(function: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except NotFound:
+            raise Refused("文件或目录不存在") from None
+        except AlreadyExists:
+            raise Refused("同名文件或目录已存在") from None
+        except NotEmpty:
+            raise Refused("目录不为空，请先删除其中的文件") from None
+        except WrongKind as exc:
+            raise Refused(f"操作对象类型不符：{exc}") from None
+        except StorageError as exc:
+            raise FilesystemError(f"服务器存储错误：{exc}") from exc

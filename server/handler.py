@@ -1,0 +1,489 @@
+"""The FTPS front door: pyftpdlib's TLS handler, made strict.
+
+Trusts nothing a client sends. Guarantees, on top of pyftpdlib:
+
+- TLS (1.2 or newer) on the control channel before USER, and on every data
+  channel (PROT P); commands pipelined behind AUTH TLS in the same packet
+  are refused with 503 and the connection closes (the STARTTLS injection
+  class), so no plaintext command is ever executed after AUTH;
+- only allow-listed commands exist; SITE, STOU, MFMT and (unless enabled)
+  active mode do not;
+- each command line is decoded per session (UTF-8, else GB18030) and one
+  holding a control character is refused with 501, the session going on;
+- passwords are checked off the event loop, the reply to every failed login
+  is the same, and the password never reaches a log line;
+- a download or upload starts only after its audit record is durable; if
+  it cannot be recorded, the transfer is refused with a 4xx reply;
+- an upload becomes a file only when the data channel closed cleanly (TLS
+  close_notify); a dropped connection never creates a version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from OpenSSL import SSL
+from pyftpdlib.handlers import TLS_DTPHandler
+from pyftpdlib.handlers import TLS_FTPHandler
+
+from censusdrop.audit import events
+from censusdrop.audit.events import AuditEvent
+from censusdrop.server import names
+from censusdrop.server.accounts import Account
+from censusdrop.server.accounts import LoginOutcome
+from censusdrop.server.accounts import LoginResult
+from censusdrop.server.filesystem import AccountView
+from censusdrop.server.filesystem import CensusFS
+from censusdrop.server.services import Services
+from censusdrop.server.storage.store import Download
+from censusdrop.server.storage.store import NoSpace
+from censusdrop.server.storage.store import StorageError
+from censusdrop.server.storage.store import Upload
+
+logger = logging.getLogger(__name__)
+
+LOGIN_FAILED_REPLY = "530 登录失败：用户名或密码错误，或账号暂不可用。"
+TLS_REQUIRED_REPLY = "530 请先使用 AUTH TLS 建立加密连接（需要显式 FTPS）。"
+PROT_REQUIRED_REPLY = "521 数据连接必须加密：请先发送 PBSZ 0 和 PROT P。"
+AUDIT_DOWN_REPLY = "451 审计日志暂时无法记录，为安全起见本次传输被拒绝，请稍后重试。"
+
+# Commands a client may use; everything else gets 502 (not implemented).
+ALLOWED = frozenset(
+    """ABOR ALLO APPE AUTH CDUP CWD DELE EPSV FEAT HELP LIST MDTM MKD MLSD MLST
+    MODE NLST NOOP OPTS PASS PASV PBSZ PROT PWD QUIT REIN REST RETR RMD RNFR
+    RNTO SIZE STAT STOR STRU SYST TYPE USER XCUP XCWD XMKD XPWD XRMD""".split()
+)
+ACTIVE_MODE = frozenset({"PORT", "EPRT"})
+
+# Commands whose outcome is worth an audit event of its own.
+AUDITED = {
+    "CWD": events.CHDIR,
+    "XCWD": events.CHDIR,
+    "CDUP": events.CHDIR,
+    "XCUP": events.CHDIR,
+    "DELE": events.DELETE,
+    "MKD": events.MKDIR,
+    "XMKD": events.MKDIR,
+    "RMD": events.RMDIR,
+    "XRMD": events.RMDIR,
+    "RNTO": events.RENAME,
+}
+
+
+def allowed_commands(base: dict[str, Any], active: bool) -> dict[str, Any]:
+    keep = ALLOWED | (ACTIVE_MODE if active else frozenset())
+    return {name: spec for name, spec in base.items() if name in keep}
+
+
+class CensusDTPHandler(TLS_DTPHandler):  # type: ignore[misc]
+    """Data channel that commits uploads only after a clean TLS close."""
+
+    def close(self) -> None:
+        if not self._closed and self.receive and isinstance(self.file_obj, Upload):
+            self._finish_upload(self.file_obj)
+        super().close()
+
+    def _finish_upload(self, upload: Upload) -> None:
+        clean = self._closed_cleanly()
+        if not (self.transfer_finished and clean):
+            self.transfer_finished = False
+            if not self._resp:
+                self._resp = ("426 连接中断，上传未完成，文件未保存。", logger.info)
+            return
+        try:
+            upload.commit()
+        except NoSpace:
+            self.transfer_finished = False
+            self._resp = ("452 服务器磁盘空间不足，文件未保存，原有文件不受影响。", logger.error)
+        except StorageError:
+            logger.exception("upload commit failed path=%s", names.escape_for_log(upload.path))
+            self.transfer_finished = False
+            self._resp = ("451 服务器保存文件失败，原有文件不受影响，请重试。", logger.error)
+
+    def _closed_cleanly(self) -> bool:
+        sock = self.socket
+        if not isinstance(sock, SSL.Connection):
+            return False
+        return bool(sock.get_shutdown() & SSL.RECEIVED_SHUTDOWN)
+
+
+class CensusHandler(TLS_FTPHandler):  # type: ignore[misc]
+    """One FTPS session. Configured per server by ``make_handler``."""
+
+    services: Services
+    dtp_handler = CensusDTPHandler
+    abstracted_fs = CensusFS
+    tls_control_required = True
+    tls_data_required = True
+    max_login_attempts = 3
+    banner = "censusdrop FTPS ready."
+
+    def __init__(self, conn: Any, server: Any, ioloop: Any = None) -> None:
+        self.session_id = uuid.uuid4().hex[:16]
+        self.account: Account | None = None
+        self.view: AccountView | None = None
+        self.storage = self.services.storage
+        self.encoding = "utf-8"
+        super().__init__(conn, server, ioloop)
+
+    # --- events
+
+    def audit(self, action: str, outcome: str = events.OK, **fields: Any) -> None:
+        self.services.audit.emit(self._event(action, outcome, **fields))
+
+    def _event(self, action: str, outcome: str, **fields: Any) -> AuditEvent:
+        account = self.account
+        values: dict[str, Any] = {
+            "account": account.name if account else None,
+            "role": account.role if account else None,
+            "prefecture": account.prefecture if account else None,
+            "session": self.session_id,
+            "remote": f"{self.remote_ip}:{self.remote_port}",
+        }
+        values.update(fields)
+        return AuditEvent(action=action, outcome=outcome, **values)
+
+    def on_connect(self) -> None:
+        self.audit(events.CONNECT)
+
+    def on_disconnect(self) -> None:
+        self.audit(events.DISCONNECT)
+
+    def handle_ssl_established(self) -> None:
+        sock = self.socket
+        self.audit(
+            events.TLS,
+            details={
+                "version": sock.get_protocol_version_name(),
+                "cipher": sock.get_cipher_name(),
+            },
+        )
+
+    # --- reading commands
+
+    def decode(self, raw: bytes) -> str:
+        try:
+            text, encoding = names.decode_line(raw)
+        except names.NameRefused as exc:
+            raise UnicodeDecodeError("gb18030", raw, 0, len(raw), exc.reason) from exc
+        if encoding != "utf-8":
+            self.encoding = encoding
+        return text
+
+    def found_terminator(self) -> None:
+        line = b"".join(self._in_buffer)
+        if any(byte < 32 or byte == 127 for byte in line):
+            self._in_buffer, self._in_buffer_len = [], 0
+            self.respond("501 命令中含有控制字符（如 NUL、CR、LF），已拒绝。")
+            self.audit(events.REFUSED, events.DENIED, details={"rule": "control_character"})
+            return
+        super().found_terminator()
+
+    def pre_process_command(self, line: str, cmd: str, arg: str) -> None:
+        if cmd not in self.proto_cmds and cmd[-4:] not in ("ABOR", "STAT", "QUIT"):
+            self.respond("502 不支持该命令。")
+            return
+        try:
+            super().pre_process_command(line, cmd, arg)
+        except names.NameRefused as exc:
+            self.respond(f"553 {exc.reason}")
+            self.audit(events.REFUSED, events.DENIED, path=arg, details={"rule": exc.rule})
+
+    def process_command(self, cmd: str, *args: Any, **kwargs: Any) -> None:
+        if cmd in ("USER", "PASS") and not self._ssl_established:
+            self.respond(TLS_REQUIRED_REPLY)
+            self.audit(events.REFUSED, events.DENIED, details={"rule": "tls_required", "command": cmd})
+            return
+        if cmd in ("PASV", "EPSV", "PORT", "EPRT") and not self._prot:
+            self.respond(PROT_REQUIRED_REPLY)
+            self.audit(events.REFUSED, events.DENIED, details={"rule": "prot_required", "command": cmd})
+            return
+        super().process_command(cmd, *args, **kwargs)
+
+    # --- TLS
+
+    def ftp_AUTH(self, line: str) -> None:
+        if self.ac_in_buffer:
+            # Bytes after AUTH in the same packet were sent in plaintext and
+            # would otherwise run as if they came over TLS.
+            self.ac_in_buffer = b""
+            self.respond("503 AUTH 之后不得在同一数据包中附带其他命令，连接已关闭。")
+            self.audit(events.REFUSED, events.DENIED, details={"rule": "auth_pipelining"})
+            self.close_when_done()
+            return
+        super().ftp_AUTH(line)
+
+    def ftp_PROT(self, line: str) -> None:
+        if line.strip().upper() == "C":
+            self.respond("536 不允许明文数据连接，请使用 PROT P。")
+            self.audit(events.REFUSED, events.DENIED, details={"rule": "prot_clear"})
+            return
+        super().ftp_PROT(line)
+
+    def ftp_OPTS(self, line: str) -> None:
+        option, _, value = line.partition(" ")
+        if option.upper() in ("UTF8", "UTF-8"):
+            if value.strip().upper() in ("", "ON"):
+                self.encoding = "utf-8"
+            self.respond("200 UTF-8 文件名已启用。")
+            return
+        super().ftp_OPTS(line)
+
+    def ftp_FEAT(self, line: str) -> None:
+        saved, self.encoding = self.encoding, "utf-8"
+        try:
+            super().ftp_FEAT(line)
+        finally:
+            self.encoding = saved
+
+    # --- login
+
+    def ftp_PASS(self, line: str) -> None:
+        if self.authenticated:
+            self.respond("503 已经登录。")
+            return
+        if not self.username:
+            self.respond("503 请先发送 USER。")
+            return
+        name, address = self.username, self.remote_ip
+        accounts = self.services.accounts
+        self._pause()
+        self.services.bridge.run(
+            lambda: accounts.authenticate(name, line, address, at=_now()),
+            lambda future: self._login_decided(name, future),
+        )
+
+    def _login_decided(self, name: str, future: Future[LoginResult]) -> None:
+        if not self._resume():
+            return
+        try:
+            result = future.result()
+        except Exception:
+            logger.exception("%s login check failed", self._prefix())
+            result = LoginResult(LoginOutcome.BAD_PASSWORD, None)
+        if result.ok and result.account is not None:
+            self._login_succeeded(result.account)
+        else:
+            self._login_failed(name, result)
+
+    def _login_succeeded(self, account: Account) -> None:
+        prefectures = self.services.prefectures
+        own = prefectures.by_code(account.prefecture) if account.prefecture else None
+        assigned = [prefectures.by_code(code) for code in account.assigned]
+        self.account, self.view = account, AccountView(account.role, own, assigned)
+        if own is not None:
+            self.storage.ensure_area(own.code)
+        self.authorizer = SessionAuthorizer(self.view)
+        self.handle_auth_success("/", "", "登录成功。")
+        self.audit(events.LOGIN)
+
+    def _login_failed(self, name: str, result: LoginResult) -> None:
+        known = result.account is not None
+        self.audit(
+            events.LOGIN_FAILED,
+            events.DENIED,
+            account=name if known else None,
+            details={"reason": result.outcome.value, **({} if known else _name_digest(name))},
+        )
+        if result.locked_now:
+            self.audit(events.LOCKOUT, events.DENIED, account=name)
+        self.username = ""
+        self.attempted_logins += 1
+        self._pause()
+        self.ioloop.call_later(
+            self.services.settings.security.failed_login_delay,
+            self._reply_login_failed,
+            _errback=self.handle_error,
+        )
+
+    def _reply_login_failed(self) -> None:
+        if not self._resume():
+            return
+        self.respond(LOGIN_FAILED_REPLY)
+        if self.attempted_logins >= self.max_login_attempts:
+            self.close_when_done()
+
+    # --- transfers (audited durably before the first byte)
+
+    def ftp_RETR(self, file: str) -> None:
+        self._after_durable(
+            events.DOWNLOAD_START, file, lambda: TLS_FTPHandler.ftp_RETR(self, file)
+        )
+
+    def ftp_STOR(self, file: str, mode: str = "w") -> None:
+        if self._restart_position:
+            self._restart_position = 0
+            self.respond("554 暂不支持断点续传上传，请重新上传整个文件。")
+            return
+        action = events.UPLOAD_START
+        self._after_durable(action, file, lambda: TLS_FTPHandler.ftp_STOR(self, file, mode))
+
+    def _after_durable(self, action: str, path: str, then: Callable[[], None]) -> None:
+        event = self._event(action, events.OK, path=path)
+        self._pause()
+
+        def recorded(error: BaseException | None) -> None:
+            self.services.bridge.post(lambda: self._durable_done(error, then))
+
+        self.services.audit.submit_durable(event, recorded)
+
+    def _durable_done(self, error: BaseException | None, then: Callable[[], None]) -> None:
+        if not self._resume():
+            return
+        if error is not None:
+            logger.error("%s transfer refused: audit unavailable: %s", self._prefix(), error)
+            self.respond(AUDIT_DOWN_REPLY)
+            return
+        then()
+
+    def log_transfer(self, cmd: str, filename: str, receive: bool, completed: bool,
+                     elapsed: float, bytes: int) -> None:
+        handle = self.data_channel.file_obj if self.data_channel else None
+        fields: dict[str, Any] = {"bytes": bytes}
+        if isinstance(handle, Upload) and handle.committed is not None:
+            fields.update(version=handle.committed.id, digest=handle.committed.sha256)
+        elif isinstance(handle, Download):
+            fields.update(version=handle.version_id, digest=handle.served_digest())
+        action = events.UPLOAD_END if receive else events.DOWNLOAD_END
+        self.audit(
+            action, events.OK if completed else events.ABORTED, path=filename,
+            details={"seconds": elapsed}, **fields,
+        )
+        logger.info(
+            "%s transfer cmd=%s path=%s bytes=%d complete=%s seconds=%.3f",
+            self._prefix(), cmd, names.escape_for_log(filename), bytes, completed, elapsed,
+        )
+
+    # --- logging and the audit trail of commands
+
+    def log_cmd(self, cmd: str, arg: Any, respcode: int, respstr: str) -> None:
+        if cmd == "PASS":
+            return
+        action = AUDITED.get(cmd)
+        denied = respcode >= 400
+        if action is None and denied and self.authenticated:
+            action = events.REFUSED
+        if cmd in ("LIST", "NLST", "MLSD") and not denied:
+            action = events.LIST
+        if action is not None:
+            path = arg[1] if isinstance(arg, tuple) else arg
+            self.audit(
+                action,
+                events.DENIED if denied else events.OK,
+                path=str(path) if path else None,
+                details={"command": cmd, "reply": respcode},
+            )
+        if denied:
+            logger.warning(
+                "%s refused cmd=%s code=%d", self._prefix(), cmd, respcode
+            )
+
+    def logline(self, msg: str, logfun: Any = logger.debug) -> None:
+        if msg.startswith("<- PASS") or msg.startswith("<- USER"):
+            msg = msg.split(" ")[0] + " " + msg.split(" ")[1] + " ******"
+        super().logline(names.escape_for_log(msg), logfun)
+
+    def log(self, msg: str, logfun: Any = logger.info) -> None:
+        logfun("%s %s", self._prefix(), names.escape_for_log(msg))
+
+    def _prefix(self) -> str:
+        user = self.account.name if self.account else "-"
+        return f"{self.remote_ip}:{self.remote_port}-[{user}]-{self.session_id}"
+
+    # --- pausing the session while work runs elsewhere
+
+    def _pause(self) -> None:
+        self.del_channel()
+        self._paused = True
+
+    def _resume(self) -> bool:
+        """Re-register the session; False if it was closed meanwhile."""
+        self._paused = False
+        if self._closed:
+            return False
+        self.add_channel()
+        return True
+
+
+class SessionAuthorizer:
+    """pyftpdlib's authorizer interface, answered by one session's view."""
+
+    def __init__(self, view: AccountView) -> None:
+        self.view = view
+
+    def has_perm(self, username: str, perm: str, path: str | None = None) -> bool:
+        return self.view.has_perm(perm, path or "/")
+
+    def get_perms(self, username: str) -> str:
+        return self.view.perms()
+
+    def get_msg_quit(self, username: str) -> str:
+        return "再见。"
+
+    def impersonate_user(self, username: str, password: str) -> None:
+        """Sessions run as the server's own user."""
+
+    def terminate_impersonation(self, username: str) -> None:
+        """Sessions run as the server's own user."""
+
+
+class _NoLogin:
+    """Authorizer before login: every permission is refused."""
+
+    def has_perm(self, username: str, perm: str, path: str | None = None) -> bool:
+        return False
+
+    def get_perms(self, username: str) -> str:
+        return ""
+
+    def get_msg_quit(self, username: str) -> str:
+        return "再见。"
+
+    def impersonate_user(self, username: str, password: str) -> None:
+        """Nothing to impersonate."""
+
+    def terminate_impersonation(self, username: str) -> None:
+        """Nothing to impersonate."""
+
+
+def make_handler(services: Services) -> type[CensusHandler]:
+    """A handler class bound to one server's services and settings.
+
+    pyftpdlib reads options from class attributes, so each server gets its
+    own subclass rather than changing the shared one.
+    """
+    server = services.settings.server
+    active = server.allow_active_mode
+    attributes: dict[str, Any] = {
+        "services": services,
+        "authorizer": _NoLogin(),
+        "ssl_context": services.ssl_context,
+        "timeout": server.idle_timeout,
+        "banner": server.banner,
+        "passive_ports": list(services.settings.passive_port_range()),
+        "masquerade_address": server.masquerade_address or None,
+        "permit_foreign_addresses": False,
+        "permit_privileged_ports": False,
+        "use_sendfile": False,
+        "proto_cmds": allowed_commands(TLS_FTPHandler.proto_cmds, active),
+        "dtp_handler": type(
+            "ServerDTPHandler", (CensusDTPHandler,), {"timeout": server.data_timeout}
+        ),
+    }
+    return type("ServerHandler", (CensusHandler,), attributes)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _name_digest(name: str) -> dict[str, str]:
+    # An unknown name may be a password typed into the wrong field: keep
+    # only a digest that can match a name an auditor already suspects.
+    return {"name_sha256": hashlib.sha256(name.encode("utf-8", "replace")).hexdigest()[:16]}
