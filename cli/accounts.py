@@ -7,21 +7,13 @@ import sys
 from typing import Any
 
 import click
-
 from censusdrop.audit import events
 from censusdrop.audit.events import AuditEvent
-from censusdrop.cli.context import AppContext
-from censusdrop.cli.context import now
-from censusdrop.cli.context import operator
-from censusdrop.cli.context import print_json
-from censusdrop.cli.context import print_table
+from censusdrop.cli.context import AppContext, now, operator, print_json, print_table
 from censusdrop.config.prefectures import PrefectureError
-from censusdrop.server.accounts import Account
-from censusdrop.server.accounts import AccountError
-from censusdrop.server.app import StartupError
-from censusdrop.server.app import open_services
-from censusdrop.server.passwords import PasswordError
-from censusdrop.server.passwords import generate_password
+from censusdrop.server.accounts import Account, AccountError
+from censusdrop.server.app import StartupError, open_services
+from censusdrop.server.passwords import PasswordError, generate_password
 from censusdrop.server.services import Services
 
 pass_app = click.make_pass_decorator(AppContext)
@@ -67,9 +59,7 @@ def read_password(from_stdin: bool, generate: bool) -> tuple[str, bool]:
         if not line:
             raise click.ClickException("no password on standard input")
         return line, False
-    value = click.prompt(
-        "New password", hide_input=True, confirmation_prompt=True
-    )
+    value = click.prompt("New password", hide_input=True, confirmation_prompt=True)
     return str(value), False
 
 
@@ -99,8 +89,13 @@ def account_group() -> None:
 @password_options
 @pass_app
 def add(
-    app: AppContext, name: str, role: str, prefecture: str | None, allow: str,
-    password_stdin: bool, generate: bool,
+    app: AppContext,
+    name: str,
+    role: str,
+    prefecture: str | None,
+    allow: str,
+    password_stdin: bool,
+    generate: bool,
 ) -> None:
     """Create an account.
 
@@ -193,29 +188,54 @@ def passwd(app: AppContext, name: str, password_stdin: bool, generate: bool) -> 
         click.echo(f"password: {password}")
 
 
-def _simple(name: str, act: str, done: str, doc: str) -> None:
-    @account_group.command(name, help=doc)
-    @click.argument("account")
-    @pass_app
-    def command(app: AppContext, account: str) -> None:
-        with AdminSession(app) as services:
-            store = services.accounts
-            if act == "disable":
-                store.set_disabled(account, True)
-            elif act == "enable":
-                store.set_disabled(account, False)
-            else:
-                store.unlock(account)
-            record(services, f"account.{act}", account)
-        click.echo(f"{account} {done}")
+def _set_state(app: AppContext, name: str, act: str) -> None:
+    with AdminSession(app) as services:
+        store = services.accounts
+        if act == "unlock":
+            store.unlock(name)
+        else:
+            store.set_disabled(name, act == "disable")
+        record(services, f"account.{act}", name)
+    click.echo(f"{name}: {act} done")
 
 
-_simple("disable", "disable", "disabled",
-        "Refuse every login of an account.\n\n\b\nExample:\n  censusdrop account disable wuhan")
-_simple("enable", "enable", "enabled",
-        "Allow logins again.\n\n\b\nExample:\n  censusdrop account enable wuhan")
-_simple("unlock", "unlock", "unlocked",
-        "Clear a lockout after failed logins.\n\n\b\nExample:\n  censusdrop account unlock wuhan")
+@account_group.command("disable")
+@click.argument("name")
+@pass_app
+def disable(app: AppContext, name: str) -> None:
+    """Refuse every login of an account.
+
+    \b
+    Example:
+      censusdrop account disable wuhan
+    """
+    _set_state(app, name, "disable")
+
+
+@account_group.command("enable")
+@click.argument("name")
+@pass_app
+def enable(app: AppContext, name: str) -> None:
+    """Allow logins of a disabled account again.
+
+    \b
+    Example:
+      censusdrop account enable wuhan
+    """
+    _set_state(app, name, "enable")
+
+
+@account_group.command("unlock")
+@click.argument("name")
+@pass_app
+def unlock(app: AppContext, name: str) -> None:
+    """Clear a lockout after repeated failed logins.
+
+    \b
+    Example:
+      censusdrop account unlock wuhan
+    """
+    _set_state(app, name, "unlock")
 
 
 @account_group.command("assign")

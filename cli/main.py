@@ -9,27 +9,16 @@ from pathlib import Path
 from types import FrameType
 
 import click
-
-from censusdrop.cli.accounts import AdminSession
-from censusdrop.cli.accounts import account_group
-from censusdrop.cli.accounts import record
-from censusdrop.cli.context import AppContext
-from censusdrop.cli.context import now
+from censusdrop.cli.accounts import AdminSession, account_group, record
+from censusdrop.cli.context import AppContext, now
 from censusdrop.config.prefectures import PrefectureError
-from censusdrop.config.settings import CONFIG_NAME
-from censusdrop.config.settings import ConfigError
+from censusdrop.config.settings import CONFIG_NAME, ConfigError
 from censusdrop.server.accounts import AccountError
-from censusdrop.server.app import CensusServer
-from censusdrop.server.app import StartupError
-from censusdrop.server.app import open_services
-from censusdrop.server.bootstrap import InitError
-from censusdrop.server.bootstrap import init_instance
-from censusdrop.server.db import DatabaseError
-from censusdrop.server.db import make_engine
-from censusdrop.server.db import migrate
+from censusdrop.server.app import CensusServer, StartupError, open_services
+from censusdrop.server.bootstrap import InitError, init_instance
+from censusdrop.server.db import DatabaseError, make_engine, migrate
 from censusdrop.server.passwords import generate_password
-from censusdrop.server.tls import TLSConfigError
-from censusdrop.server.tls import fingerprint
+from censusdrop.server.tls import TLSConfigError, fingerprint
 
 DEMO_ACCOUNT = "demo-wuhan"
 DEMO_PREFECTURE = "420100"
@@ -66,12 +55,16 @@ def init(folder: Path) -> None:
     cert = settings.path(settings.tls.certificate)
     click.echo(f"created {folder / CONFIG_NAME}")
     click.echo(f"certificate SHA-256 fingerprint: {fingerprint(cert)}")
-    click.echo(f"keep {settings.path(settings.storage.keys_dir)} backed up apart from the data")
+    click.echo(
+        f"keep {settings.path(settings.storage.keys_dir)} backed up apart from the data"
+    )
 
 
 @cli.command()
 @click.option("--host", help="Listen address for this run (overrides server.host).")
-@click.option("--port", type=int, help="Listen port for this run (overrides server.port).")
+@click.option(
+    "--port", type=int, help="Listen port for this run (overrides server.port)."
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every FTP command (DEBUG).")
 @click.pass_obj
 def serve(app: AppContext, host: str | None, port: int | None, verbose: bool) -> None:
@@ -114,7 +107,11 @@ def demo(app: AppContext, folder: Path, port: int) -> None:
     with AdminSession(app) as services:
         if services.accounts.get(DEMO_ACCOUNT) is None:
             services.accounts.create(
-                DEMO_ACCOUNT, "prefecture", password, at=now(), prefecture=DEMO_PREFECTURE
+                DEMO_ACCOUNT,
+                "prefecture",
+                password,
+                at=now(),
+                prefecture=DEMO_PREFECTURE,
             )
         else:
             services.accounts.set_password(DEMO_ACCOUNT, password, at=now())
@@ -136,7 +133,8 @@ def db_upgrade(app: AppContext) -> None:
 
     \b
     Example:
-      CENSUSDROP_DATABASE_URL=postgresql://censusdrop@db/censusdrop censusdrop db upgrade
+      export CENSUSDROP_DATABASE_URL=postgresql://censusdrop@db/censusdrop
+      censusdrop db upgrade
     """
     try:
         engine = make_engine(app.settings.database_url)

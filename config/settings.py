@@ -239,12 +239,10 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
             return float(value)
         except (TypeError, ValueError):
             pass
-    elif hint is str:
-        if isinstance(value, str):
-            return value
-    elif hint is Path:
-        if isinstance(value, str) and value:
-            return Path(value)
+    elif hint is str and isinstance(value, str):
+        return value
+    elif hint is Path and isinstance(value, str) and value:
+        return Path(value)
     expected = getattr(hint, "__name__", str(hint))
     raise ConfigError(f"{key}: expected {_describe(expected)}, got {value!r}")
 
@@ -261,13 +259,18 @@ def _describe(type_name: str) -> str:
 
 def _check(settings: Settings) -> None:
     server = settings.server
-    for key, port in (("port", server.port), ("implicit_tls_port", server.implicit_tls_port)):
+    for key, port in (
+        ("port", server.port),
+        ("implicit_tls_port", server.implicit_tls_port),
+    ):
         if not 0 <= port <= 65535:
             raise ConfigError(f"server.{key}: {port} is not a TCP port (0-65535)")
     try:
         ipaddress.ip_address(server.host)
     except ValueError:
-        raise ConfigError(f"server.host: {server.host!r} is not an IP address") from None
+        raise ConfigError(
+            f"server.host: {server.host!r} is not an IP address"
+        ) from None
     if server.masquerade_address:
         try:
             ipaddress.ip_address(server.masquerade_address)

@@ -19,13 +19,9 @@ import re
 from collections.abc import Iterable
 
 import sqlalchemy as sa
-
 from censusdrop.config.prefectures import PrefectureList
-from censusdrop.server.passwords import PasswordHasher
-from censusdrop.server.passwords import check_new_password
-from censusdrop.server.schema import accounts
-from censusdrop.server.schema import assignments
-from censusdrop.server.schema import ip_failures
+from censusdrop.server.passwords import PasswordHasher, check_new_password
+from censusdrop.server.schema import accounts, assignments, ip_failures
 
 FTP_ROLES = ("prefecture", "reviewer")
 CLI_ROLES = ("admin", "auditor")
@@ -41,7 +37,7 @@ class AccountError(Exception):
 class LoginOutcome(enum.Enum):
     OK = "ok"
     UNKNOWN_ACCOUNT = "unknown_account"
-    BAD_PASSWORD = "bad_password"
+    BAD_PASSWORD = "bad_password"  # noqa: S105 - an outcome, not a secret
     DISABLED = "disabled"
     LOCKED = "locked"
     NETWORK_NOT_ALLOWED = "network_not_allowed"
@@ -358,9 +354,7 @@ def _reset_failures(conn: sa.Connection, account: Account | None) -> None:
     # reset the throttle for guesses at all the others.
     if account is not None and account.failed_logins:
         conn.execute(
-            accounts.update()
-            .where(accounts.c.id == account.id)
-            .values(failed_logins=0)
+            accounts.update().where(accounts.c.id == account.id).values(failed_logins=0)
         )
 
 

@@ -17,30 +17,21 @@ import socket
 import threading
 from typing import Any
 
-from pyftpdlib.ioloop import IOLoop
-from pyftpdlib.servers import FTPServer
-
 from censusdrop.audit.store import AuditWriter
-from censusdrop.config.prefectures import PrefectureError
-from censusdrop.config.prefectures import load_prefectures
-from censusdrop.config.settings import ConfigError
-from censusdrop.config.settings import Settings
-from censusdrop.server.accounts import AccountStore
-from censusdrop.server.accounts import LockoutPolicy
-from censusdrop.server.db import DatabaseError
-from censusdrop.server.db import check_schema
-from censusdrop.server.db import make_engine
-from censusdrop.server.handler import CensusHandler
-from censusdrop.server.handler import make_handler
+from censusdrop.config.prefectures import PrefectureError, load_prefectures
+from censusdrop.config.settings import ConfigError, Settings
+from censusdrop.server.accounts import AccountStore, LockoutPolicy
+from censusdrop.server.db import DatabaseError, check_schema, make_engine
+from censusdrop.server.handler import CensusHandler, make_handler
 from censusdrop.server.loop import LoopBridge
-from censusdrop.server.passwords import Argon2Cost
-from censusdrop.server.passwords import PasswordHasher
+from censusdrop.server.passwords import Argon2Cost, PasswordHasher
 from censusdrop.server.services import Services
 from censusdrop.server.storage.errors import StorageError
 from censusdrop.server.storage.keyring import Keyring
 from censusdrop.server.storage.store import Storage
-from censusdrop.server.tls import TLSConfigError
-from censusdrop.server.tls import make_context
+from censusdrop.server.tls import TLSConfigError, make_context
+from pyftpdlib.ioloop import IOLoop
+from pyftpdlib.servers import FTPServer
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +82,11 @@ def open_services(settings: Settings, *, with_tls: bool = True) -> Services:
             else None
         )
     except (
-        ConfigError, DatabaseError, PrefectureError, StorageError, TLSConfigError
+        ConfigError,
+        DatabaseError,
+        PrefectureError,
+        StorageError,
+        TLSConfigError,
     ) as exc:
         raise StartupError(str(exc)) from exc
     security = settings.security
@@ -117,8 +112,9 @@ def open_services(settings: Settings, *, with_tls: bool = True) -> Services:
 class CensusServer:
     """The FTPS listeners (explicit, and implicit if configured) on one loop."""
 
-    def __init__(self, services: Services, host: str | None = None,
-                 port: int | None = None) -> None:
+    def __init__(
+        self, services: Services, host: str | None = None, port: int | None = None
+    ) -> None:
         self.services = services
         server = services.settings.server
         self.ioloop = IOLoop()
@@ -128,10 +124,14 @@ class CensusServer:
         self._stopped = threading.Event()
         self.listeners: list[FTPServer] = []
         host = host or server.host
-        self.listeners.append(self._listen(handler, host, server.port if port is None else port))
+        self.listeners.append(
+            self._listen(handler, host, server.port if port is None else port)
+        )
         if server.implicit_tls_port:
             implicit = type("ImplicitHandler", (ImplicitTLSMixin, handler), {})
-            self.listeners.append(self._listen(implicit, host, server.implicit_tls_port))
+            self.listeners.append(
+                self._listen(implicit, host, server.implicit_tls_port)
+            )
         for listener in self.listeners:
             listener.max_cons = server.max_connections
             listener.max_cons_per_ip = server.max_connections_per_ip
@@ -146,8 +146,9 @@ class CensusServer:
                 raise StartupError(
                     f"server.port: {host}:{port} is already in use"
                 ) from exc
-            raise StartupError(f"server.host: cannot listen on {host}:{port}: "
-                               f"{exc.strerror}") from exc
+            raise StartupError(
+                f"server.host: cannot listen on {host}:{port}: {exc.strerror}"
+            ) from exc
 
     @property
     def address(self) -> tuple[str, int]:
@@ -214,6 +215,8 @@ def _minutes(value: int) -> Any:
 
 def local_addresses() -> list[str]:
     try:
-        return sorted({info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)})
+        return sorted(
+            {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
+        )
     except OSError:
         return []

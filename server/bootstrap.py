@@ -6,14 +6,10 @@ import datetime as dt
 from importlib import resources
 from pathlib import Path
 
-from censusdrop.config.settings import CONFIG_NAME
-from censusdrop.config.settings import Settings
-from censusdrop.config.settings import load_settings
-from censusdrop.server.db import make_engine
-from censusdrop.server.db import migrate
+from censusdrop.config.settings import CONFIG_NAME, Settings, load_settings
+from censusdrop.server.db import make_engine, migrate
 from censusdrop.server.storage.keyring import Keyring
-from censusdrop.server.tls import create_self_signed
-from censusdrop.server.tls import default_hostname
+from censusdrop.server.tls import create_self_signed, default_hostname
 
 
 class InitError(Exception):
@@ -25,7 +21,9 @@ def example_config() -> str:
     return resource.read_text(encoding="utf-8")
 
 
-def init_instance(folder: Path, *, at: dt.datetime, config_text: str | None = None) -> Settings:
+def init_instance(
+    folder: Path, *, at: dt.datetime, config_text: str | None = None
+) -> Settings:
     """Create config, keys, certificate, database and data root in ``folder``."""
     config = folder / CONFIG_NAME
     if config.exists():
@@ -61,4 +59,10 @@ def create_missing_parts(settings: Settings, *, at: dt.datetime) -> None:
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
 
 
-__all__ = ["InitError", "Path", "create_missing_parts", "example_config", "init_instance"]
+__all__ = [
+    "InitError",
+    "Path",
+    "create_missing_parts",
+    "example_config",
+    "init_instance",
+]

@@ -17,6 +17,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from censusdrop.audit.locking import prepare_engine
 
 logger = logging.getLogger(__name__)
 
@@ -52,21 +53,15 @@ def _sqlite_engine(url: sa.URL) -> sa.Engine:
 
     @sa.event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
-        # Autocommit at the driver level lets "begin" below choose the lock.
-        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
 
-    @sa.event.listens_for(engine, "begin")
-    def _begin(conn: sa.Connection) -> None:
-        # Take the write lock up front: two writers never both read stale
-        # state and then fail to upgrade their lock.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
+    # One owner of SQLite's transaction handling: the audit chain's, which
+    # takes over BEGIN (plain for ordinary work, IMMEDIATE for the chain).
+    prepare_engine(engine)
     return engine
 
 

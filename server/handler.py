@@ -28,23 +28,15 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from OpenSSL import SSL
-from pyftpdlib.handlers import TLS_DTPHandler
-from pyftpdlib.handlers import TLS_FTPHandler
-
 from censusdrop.audit import events
 from censusdrop.audit.events import AuditEvent
 from censusdrop.server import names
-from censusdrop.server.accounts import Account
-from censusdrop.server.accounts import LoginOutcome
-from censusdrop.server.accounts import LoginResult
-from censusdrop.server.filesystem import AccountView
-from censusdrop.server.filesystem import CensusFS
+from censusdrop.server.accounts import Account, LoginOutcome, LoginResult
+from censusdrop.server.filesystem import AccountView, CensusFS
 from censusdrop.server.services import Services
-from censusdrop.server.storage.store import Download
-from censusdrop.server.storage.store import NoSpace
-from censusdrop.server.storage.store import StorageError
-from censusdrop.server.storage.store import Upload
+from censusdrop.server.storage.store import Download, NoSpace, StorageError, Upload
+from OpenSSL import SSL
+from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +47,11 @@ AUDIT_DOWN_REPLY = "451 审计日志暂时无法记录，为安全起见本次�
 
 # Commands a client may use; everything else gets 502 (not implemented).
 ALLOWED = frozenset(
-    """ABOR ALLO APPE AUTH CDUP CWD DELE EPSV FEAT HELP LIST MDTM MKD MLSD MLST
+    """
+    ABOR ALLO APPE AUTH CDUP CWD DELE EPSV FEAT HELP LIST MDTM MKD MLSD MLST
     MODE NLST NOOP OPTS PASS PASV PBSZ PROT PWD QUIT REIN REST RETR RMD RNFR
-    RNTO SIZE STAT STOR STRU SYST TYPE USER XCUP XCWD XMKD XPWD XRMD""".split()
+    RNTO SIZE STAT STOR STRU SYST TYPE USER XCUP XCWD XMKD XPWD XRMD
+    """.split()
 )
 ACTIVE_MODE = frozenset({"PORT", "EPRT"})
 
@@ -100,11 +94,19 @@ class CensusDTPHandler(TLS_DTPHandler):  # type: ignore[misc]
             upload.commit()
         except NoSpace:
             self.transfer_finished = False
-            self._resp = ("452 服务器磁盘空间不足，文件未保存，原有文件不受影响。", logger.error)
+            self._resp = (
+                "452 服务器磁盘空间不足，文件未保存，原有文件不受影响。",
+                logger.error,
+            )
         except StorageError:
-            logger.exception("upload commit failed path=%s", names.escape_for_log(upload.path))
+            logger.exception(
+                "upload commit failed path=%s", names.escape_for_log(upload.path)
+            )
             self.transfer_finished = False
-            self._resp = ("451 服务器保存文件失败，原有文件不受影响，请重试。", logger.error)
+            self._resp = (
+                "451 服务器保存文件失败，原有文件不受影响，请重试。",
+                logger.error,
+            )
 
     def _closed_cleanly(self) -> bool:
         sock = self.socket
@@ -181,7 +183,9 @@ class CensusHandler(TLS_FTPHandler):  # type: ignore[misc]
         if any(byte < 32 or byte == 127 for byte in line):
             self._in_buffer, self._in_buffer_len = [], 0
             self.respond("501 命令中含有控制字符（如 NUL、CR、LF），已拒绝。")
-            self.audit(events.REFUSED, events.DENIED, details={"rule": "control_character"})
+            self.audit(
+                events.REFUSED, events.DENIED, details={"rule": "control_character"}
+            )
             return
         super().found_terminator()
 
@@ -193,16 +197,26 @@ class CensusHandler(TLS_FTPHandler):  # type: ignore[misc]
             super().pre_process_command(line, cmd, arg)
         except names.NameRefused as exc:
             self.respond(f"553 {exc.reason}")
-            self.audit(events.REFUSED, events.DENIED, path=arg, details={"rule": exc.rule})
+            self.audit(
+                events.REFUSED, events.DENIED, path=arg, details={"rule": exc.rule}
+            )
 
     def process_command(self, cmd: str, *args: Any, **kwargs: Any) -> None:
         if cmd in ("USER", "PASS") and not self._ssl_established:
             self.respond(TLS_REQUIRED_REPLY)
-            self.audit(events.REFUSED, events.DENIED, details={"rule": "tls_required", "command": cmd})
+            self.audit(
+                events.REFUSED,
+                events.DENIED,
+                details={"rule": "tls_required", "command": cmd},
+            )
             return
         if cmd in ("PASV", "EPSV", "PORT", "EPRT") and not self._prot:
             self.respond(PROT_REQUIRED_REPLY)
-            self.audit(events.REFUSED, events.DENIED, details={"rule": "prot_required", "command": cmd})
+            self.audit(
+                events.REFUSED,
+                events.DENIED,
+                details={"rule": "prot_required", "command": cmd},
+            )
             return
         super().process_command(cmd, *args, **kwargs)
 
@@ -214,7 +228,9 @@ class CensusHandler(TLS_FTPHandler):  # type: ignore[misc]
             # would otherwise run as if they came over TLS.
             self.ac_in_buffer = b""
             self.respond("503 AUTH 之后不得在同一数据包中附带其他命令，连接已关闭。")
-            self.audit(events.REFUSED, events.DENIED, details={"rule": "auth_pipelining"})
+            self.audit(
+                events.REFUSED, events.DENIED, details={"rule": "auth_pipelining"}
+            )
             self.close_when_done()
             return
         super().ftp_AUTH(line)
@@ -289,7 +305,10 @@ class CensusHandler(TLS_FTPHandler):  # type: ignore[misc]
             events.LOGIN_FAILED,
             events.DENIED,
             account=name if known else None,
-            details={"reason": result.outcome.value, **({} if known else _name_digest(name))},
+            details={
+                "reason": result.outcome.value,
+                **({} if known else _name_digest(name)),
+            },
         )
         if result.locked_now:
             self.audit(events.LOCKOUT, events.DENIED, account=name)
@@ -322,7 +341,9 @@ class CensusHandler(TLS_FTPHandler):  # type: ignore[misc]
             self.respond("554 暂不支持断点续传上传，请重新上传整个文件。")
             return
         action = events.UPLOAD_START
-        self._after_durable(action, file, lambda: TLS_FTPHandler.ftp_STOR(self, file, mode))
+        self._after_durable(
+            action, file, lambda: TLS_FTPHandler.ftp_STOR(self, file, mode)
+        )
 
     def _after_durable(self, action: str, path: str, then: Callable[[], None]) -> None:
         event = self._event(action, events.OK, path=path)
@@ -333,17 +354,28 @@ class CensusHandler(TLS_FTPHandler):  # type: ignore[misc]
 
         self.services.audit.submit_durable(event, recorded)
 
-    def _durable_done(self, error: BaseException | None, then: Callable[[], None]) -> None:
+    def _durable_done(
+        self, error: BaseException | None, then: Callable[[], None]
+    ) -> None:
         if not self._resume():
             return
         if error is not None:
-            logger.error("%s transfer refused: audit unavailable: %s", self._prefix(), error)
+            logger.error(
+                "%s transfer refused: audit unavailable: %s", self._prefix(), error
+            )
             self.respond(AUDIT_DOWN_REPLY)
             return
         then()
 
-    def log_transfer(self, cmd: str, filename: str, receive: bool, completed: bool,
-                     elapsed: float, bytes: int) -> None:
+    def log_transfer(
+        self,
+        cmd: str,
+        filename: str,
+        receive: bool,
+        completed: bool,
+        elapsed: float,
+        bytes: int,
+    ) -> None:
         handle = self.data_channel.file_obj if self.data_channel else None
         fields: dict[str, Any] = {"bytes": bytes}
         if isinstance(handle, Upload) and handle.committed is not None:
@@ -352,12 +384,20 @@ class CensusHandler(TLS_FTPHandler):  # type: ignore[misc]
             fields.update(version=handle.version_id, digest=handle.served_digest())
         action = events.UPLOAD_END if receive else events.DOWNLOAD_END
         self.audit(
-            action, events.OK if completed else events.ABORTED, path=filename,
-            details={"seconds": elapsed}, **fields,
+            action,
+            events.OK if completed else events.ABORTED,
+            path=filename,
+            details={"seconds": elapsed},
+            **fields,
         )
         logger.info(
             "%s transfer cmd=%s path=%s bytes=%d complete=%s seconds=%.3f",
-            self._prefix(), cmd, names.escape_for_log(filename), bytes, completed, elapsed,
+            self._prefix(),
+            cmd,
+            names.escape_for_log(filename),
+            bytes,
+            completed,
+            elapsed,
         )
 
     # --- logging and the audit trail of commands
@@ -380,9 +420,7 @@ class CensusHandler(TLS_FTPHandler):  # type: ignore[misc]
                 details={"command": cmd, "reply": respcode},
             )
         if denied:
-            logger.warning(
-                "%s refused cmd=%s code=%d", self._prefix(), cmd, respcode
-            )
+            logger.warning("%s refused cmd=%s code=%d", self._prefix(), cmd, respcode)
 
     def logline(self, msg: str, logfun: Any = logger.debug) -> None:
         if msg.startswith("<- PASS") or msg.startswith("<- USER"):
@@ -486,4 +524,6 @@ def _now() -> dt.datetime:
 def _name_digest(name: str) -> dict[str, str]:
     # An unknown name may be a password typed into the wrong field: keep
     # only a digest that can match a name an auditor already suspects.
-    return {"name_sha256": hashlib.sha256(name.encode("utf-8", "replace")).hexdigest()[:16]}
+    return {
+        "name_sha256": hashlib.sha256(name.encode("utf-8", "replace")).hexdigest()[:16]
+    }

@@ -10,14 +10,13 @@ runs on the loop thread like any other event.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import socket
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
-from typing import TypeVar
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +44,8 @@ class LoopBridge:
             if self._closed:
                 return
             self._pending.append(callback)
-        try:
+        with contextlib.suppress(BlockingIOError):  # wake-ups already pending
             self._writer.send(b"\0")
-        except BlockingIOError:
-            pass  # the loop has wake-ups pending already
 
     def run(
         self,

@@ -45,6 +45,7 @@ class UTCDateTime(sa.TypeDecorator[dt.datetime]):
             return value.replace(tzinfo=dt.UTC)
         return value.astimezone(dt.UTC)
 
+
 ROLES = ("prefecture", "reviewer", "admin", "auditor")
 
 accounts = sa.Table(
@@ -104,8 +105,6 @@ file_versions = sa.Table(
     sa.Column("state", sa.String(12), nullable=False),
     sa.Column("blob", sa.Text, nullable=False),
     sa.UniqueConstraint("area", "path", "number", name="uq_file_versions_number"),
-    sa.CheckConstraint(
-        "state IN ('current', 'superseded', 'deleted')", name="state"
-    ),
+    sa.CheckConstraint("state IN ('current', 'superseded', 'deleted')", name="state"),
 )
 sa.Index("ix_file_versions_area_path", file_versions.c.area, file_versions.c.path)

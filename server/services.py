@@ -6,13 +6,12 @@ import dataclasses
 from typing import Any
 
 import sqlalchemy as sa
-from OpenSSL import SSL
-
 from censusdrop.audit.events import AuditSink
 from censusdrop.config.prefectures import PrefectureList
 from censusdrop.config.settings import Settings
 from censusdrop.server.accounts import AccountStore
 from censusdrop.server.storage.store import Storage
+from OpenSSL import SSL
 
 
 @dataclasses.dataclass

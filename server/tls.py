@@ -14,8 +14,7 @@ import socket
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
@@ -90,8 +89,9 @@ def load_certificate(cert_path: Path) -> x509.Certificate:
     try:
         data = cert_path.read_bytes()
     except OSError as exc:
-        raise TLSConfigError(f"tls.certificate: cannot read {cert_path}: "
-                             f"{exc.strerror}") from exc
+        raise TLSConfigError(
+            f"tls.certificate: cannot read {cert_path}: {exc.strerror}"
+        ) from exc
     try:
         return x509.load_pem_x509_certificate(data)
     except ValueError as exc:
@@ -100,7 +100,9 @@ def load_certificate(cert_path: Path) -> x509.Certificate:
         ) from exc
 
 
-def make_context(cert_path: Path, key_path: Path, min_version: str = "1.2") -> SSL.Context:
+def make_context(
+    cert_path: Path, key_path: Path, min_version: str = "1.2"
+) -> SSL.Context:
     """The server context; raises ``TLSConfigError`` naming the bad file."""
     load_certificate(cert_path)
     context = SSL.Context(SSL.TLS_SERVER_METHOD)

@@ -64,9 +64,7 @@ def postgres_server_url() -> Iterator[str]:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def database_url(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[str]:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database, once on SQLite and once on PostgreSQL.
 
     Each PostgreSQL test gets its own schema-free database state: tables left
@@ -82,3 +80,125 @@ def database_url(
         conn.execute(sa.text("CREATE SCHEMA public"))
     engine.dispose()
     yield url
+
+
+# --- a real censusdrop instance and server -------------------------------------
+
+TEST_PASSWORD = "correct-horse-battery"
+
+
+class Instance:
+    """An initialised instance (config, keys, certificate, database)."""
+
+    def __init__(self, folder: Path, database_url: str) -> None:
+        import datetime as dt
+
+        from censusdrop.server.bootstrap import example_config, init_instance
+
+        text = example_config()
+        text = text.replace(
+            'url = "sqlite:///censusdrop.db"', f'url = "{database_url}"'
+        )
+        text = text.replace("port = 2121 ", "port = 0 ")
+        text = text.replace(
+            'passive_ports = "50000-50199"', 'passive_ports = "41000-41999"'
+        )
+        text = text.replace("argon2_memory_kib = 19456", "argon2_memory_kib = 1024")
+        text = text.replace("failed_login_delay = 1.0", "failed_login_delay = 0.05")
+        self.folder = folder
+        self.settings = init_instance(
+            folder, at=dt.datetime.now(dt.UTC), config_text=text
+        )
+        self.config = folder / "censusdrop.toml"
+        self.cafile = self.settings.path(self.settings.tls.certificate)
+
+    def services(self):  # type: ignore[no-untyped-def]
+        from censusdrop.server.app import open_services
+
+        return open_services(self.settings)
+
+    def add_account(
+        self,
+        name: str,
+        role: str,
+        prefecture: str | None = None,
+        password: str = TEST_PASSWORD,
+    ) -> None:
+        import datetime as dt
+
+        from censusdrop.server.app import open_services
+
+        services = open_services(self.settings, with_tls=False)
+        try:
+            services.accounts.create(
+                name, role, password, at=dt.datetime.now(dt.UTC), prefecture=prefecture
+            )
+        finally:
+            services.engine.dispose()
+
+    def assign(self, name: str, prefecture: str) -> None:
+        import datetime as dt
+
+        from censusdrop.server.app import open_services
+
+        services = open_services(self.settings, with_tls=False)
+        try:
+            services.accounts.assign(name, prefecture, at=dt.datetime.now(dt.UTC))
+        finally:
+            services.engine.dispose()
+
+
+class RunningServer:
+    """A CensusServer on 127.0.0.1 in a thread of the test process."""
+
+    def __init__(self, instance: Instance) -> None:
+        from censusdrop.server.app import CensusServer
+
+        self.instance = instance
+        self.services = instance.services()
+        self.server = CensusServer(self.services, host="127.0.0.1", port=0)
+        self.thread = self.server.start_in_thread()
+        self.address = self.server.address
+        self.cafile = instance.cafile
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "server thread did not stop"
+
+
+@pytest.fixture
+def instance(tmp_path: Path, database_url: str) -> Instance:
+    return Instance(tmp_path / "instance", database_url)
+
+
+@pytest.fixture
+def sqlite_instance(tmp_path: Path) -> Instance:
+    return Instance(
+        tmp_path / "instance", f"sqlite:///{tmp_path / 'instance' / 'db.sqlite'}"
+    )
+
+
+def _run(instance: Instance) -> Iterator[RunningServer]:
+    instance.add_account("wuhan", "prefecture", "420100")
+    instance.add_account("enshi", "prefecture", "恩施州")
+    instance.add_account("expert", "reviewer")
+    instance.assign("expert", "420100")
+    running = RunningServer(instance)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def server(instance: Instance) -> Iterator[RunningServer]:
+    """A running server with accounts wuhan, enshi (prefectures) and expert
+    (reviewer of 420100), on SQLite and on PostgreSQL."""
+    yield from _run(instance)
+
+
+@pytest.fixture
+def sqlite_server(sqlite_instance: Instance) -> Iterator[RunningServer]:
+    """The same, on SQLite only (for tests about the protocol, not the DB)."""
+    yield from _run(sqlite_instance)

@@ -1,0 +1,74 @@
+"""Test clients: Python's ftplib over TLS, with the data-channel session reuse
+that ftplib itself lacks (CPython issue 63699), as FileZilla, lftp and curl do.
+"""
+
+from __future__ import annotations
+
+import ftplib
+import io
+import ssl
+from pathlib import Path
+from typing import Any
+
+
+class ReusingFTPS(ftplib.FTP_TLS):
+    """FTP_TLS whose data connections resume the control session."""
+
+    reuse_session = True
+
+    def ntransfercmd(self, cmd: str, rest: Any = None) -> tuple[Any, Any]:
+        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
+        if self._prot_p:  # type: ignore[attr-defined]
+            session = self.sock.session if self.reuse_session else None
+            conn = self.context.wrap_socket(
+                conn, server_hostname=self.host, session=session
+            )
+        return conn, size
+
+
+def tls_context(
+    cafile: Path,
+    *,
+    maximum: ssl.TLSVersion | None = None,
+    minimum: ssl.TLSVersion | None = None,
+) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(cafile))
+    if minimum is not None:
+        context.minimum_version = minimum
+    if maximum is not None:
+        context.maximum_version = maximum
+    return context
+
+
+def connect(
+    address: tuple[str, int],
+    cafile: Path,
+    *,
+    encoding: str = "utf-8",
+    context: ssl.SSLContext | None = None,
+) -> ReusingFTPS:
+    client = ReusingFTPS(
+        context=context or tls_context(cafile), timeout=15, encoding=encoding
+    )
+    client.connect(*address)
+    return client
+
+
+def login(
+    address: tuple[str, int], cafile: Path, user: str, password: str, **kwargs: Any
+) -> ReusingFTPS:
+    client = connect(address, cafile, **kwargs)
+    client.auth()
+    client.login(user, password)
+    client.prot_p()
+    return client
+
+
+def upload(client: ftplib.FTP, path: str, data: bytes) -> str:
+    return client.storbinary(f"STOR {path}", io.BytesIO(data))
+
+
+def download(client: ftplib.FTP, path: str) -> bytes:
+    buffer = io.BytesIO()
+    client.retrbinary(f"RETR {path}", buffer.write)
+    return buffer.getvalue()

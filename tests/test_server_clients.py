@@ -1,0 +1,132 @@
+"""Real FTP clients against a real server: lftp and curl."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from ftpclient import download
+from ftpclient import login
+
+from conftest import TEST_PASSWORD
+from conftest import require_tool
+
+pytestmark = pytest.mark.external
+
+
+def _lftp(server, script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    host, port = server.address
+    settings = (
+        "set ftp:ssl-force true; set ftp:ssl-protect-data true; "
+        f"set ssl:ca-file {server.cafile}; set ssl:check-hostname no; "
+        "set net:max-retries 1; set net:timeout 10; set cmd:fail-exit true; "
+        "set ftp:passive-mode true; "
+    )
+    return subprocess.run(
+        [
+            require_tool("lftp"),
+            "-u",
+            f"wuhan,{TEST_PASSWORD}",
+            "-p",
+            str(port),
+            "-e",
+            settings + script + "; bye",
+            f"ftp://{host}",
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _curl(server, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [
+            require_tool("curl"),
+            "--silent",
+            "--show-error",
+            "--ssl-reqd",
+            "--cacert",
+            str(server.cafile),
+            "--user",
+            f"wuhan:{TEST_PASSWORD}",
+            "--max-time",
+            "30",
+            *args,
+        ],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    files = {
+        "1.武汉市机构设置20200405/成立文件.pdf": os.urandom(150_000),
+        "10.武汉市清查表（2份）20200405/工业源/基本信息表.xlsx": os.urandom(5_000),
+        "10.武汉市清查表（2份）20200405/工业源/清查表 001.pdf": os.urandom(1),
+    }
+    for name, data in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return files
+
+
+def test_lftp_mirrors_a_chinese_tree_up_and_down(server, tmp_path: Path) -> None:
+    up, down = tmp_path / "up", tmp_path / "down"
+    up.mkdir()
+    down.mkdir()
+    files = _tree(up)
+    result = _lftp(server, "mirror -R --no-perms . /", up)
+    assert result.returncode == 0, result.stderr
+    result = _lftp(server, "mirror --no-perms / .", down)
+    assert result.returncode == 0, result.stderr
+    for name, data in files.items():
+        assert (down / name).read_bytes() == data, name
+
+
+def test_curl_uploads_and_downloads_byte_for_byte(server, tmp_path: Path) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    source = tmp_path / "扫描件.pdf"
+    source.write_bytes(data)
+    host, port = server.address
+    url = f"ftp://{host}:{port}/%E6%89%AB%E6%8F%8F%E4%BB%B6.pdf"
+    result = _curl(server, "-T", str(source), url)
+    assert result.returncode == 0, result.stderr
+    result = _curl(server, url)
+    assert result.returncode == 0, result.stderr
+    assert hashlib.sha256(result.stdout).digest() == hashlib.sha256(data).digest()
+    client = login(server.address, server.cafile, "wuhan", TEST_PASSWORD)
+    assert download(client, "扫描件.pdf") == data
+    client.quit()
+
+
+def test_curl_without_tls_is_refused(sqlite_server) -> None:
+    host, port = sqlite_server.address
+    result = subprocess.run(
+        [
+            require_tool("curl"),
+            "--silent",
+            "--user",
+            f"wuhan:{TEST_PASSWORD}",
+            "--max-time",
+            "10",
+            f"ftp://{host}:{port}/",
+        ],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode != 0
+
+
+def test_lftp_refuses_nothing_it_should_not(sqlite_server, tmp_path: Path) -> None:
+    result = _lftp(sqlite_server, "mkdir 新建目录; cls -1", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "新建目录" in result.stdout
