@@ -27,7 +27,6 @@ class AdminSession:
             self.services: Services = open_services(app.settings, with_tls=False)
         except StartupError as exc:
             raise click.ClickException(str(exc)) from exc
-        self.services.audit.start()  # type: ignore[attr-defined]
 
     def __enter__(self) -> Services:
         return self.services

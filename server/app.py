@@ -17,6 +17,8 @@ import socket
 import threading
 from typing import Any
 
+from censusdrop.audit.checkpoint import load_signing_key
+from censusdrop.audit.events import AuditError
 from censusdrop.audit.store import AuditWriter
 from censusdrop.config.prefectures import PrefectureError, load_prefectures
 from censusdrop.config.settings import ConfigError, Settings
@@ -104,7 +106,11 @@ def open_services(settings: Settings, *, with_tls: bool = True) -> Services:
         prefectures=prefectures,
         accounts=accounts,
         storage=storage,
-        audit=AuditWriter(engine),
+        audit=AuditWriter(
+            engine,
+            checkpoint_key=_signing_key(settings),
+            checkpoint_interval=settings.audit.checkpoint_interval_minutes * 60.0,
+        ),
         ssl_context=context,  # type: ignore[arg-type]
     )
 
@@ -164,7 +170,6 @@ class CensusServer:
 
     def serve(self) -> None:
         """Run until ``stop``; then close every session and the listeners."""
-        self.services.audit.start()  # type: ignore[attr-defined]
         try:
             while not self._stop.is_set():
                 self.ioloop.loop(timeout=0.5, blocking=False)
@@ -205,6 +210,17 @@ class ImplicitTLSMixin:
         super().handle_ssl_established()  # type: ignore[misc]
         self._pbsz = True
         self.respond(f"220 {self.banner}")
+
+
+def _signing_key(settings: Settings) -> Any:
+    path = settings.path(settings.audit.signing_key)
+    if not path.exists():
+        logger.warning("audit signing key %s missing: no automatic checkpoints", path)
+        return None
+    try:
+        return load_signing_key(path)
+    except AuditError as exc:
+        raise StartupError(f"audit.signing_key: {exc}") from exc
 
 
 def _minutes(value: int) -> Any:

@@ -17,6 +17,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from censusdrop.audit.locking import BEGIN_MODE_OPTION
 from censusdrop.audit.locking import prepare_engine
 
 logger = logging.getLogger(__name__)
@@ -47,8 +48,12 @@ def make_engine(url: str) -> sa.Engine:
 
 
 def _sqlite_engine(url: sa.URL) -> sa.Engine:
+    # Every transaction takes the write lock up front, so a read-then-write
+    # never fails to upgrade its lock under contention.
     engine = sa.create_engine(
-        url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        url,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        execution_options={BEGIN_MODE_OPTION: "IMMEDIATE"},
     )
 
     @sa.event.listens_for(engine, "connect")
@@ -59,8 +64,7 @@ def _sqlite_engine(url: sa.URL) -> sa.Engine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-    # One owner of SQLite's transaction handling: the audit chain's, which
-    # takes over BEGIN (plain for ordinary work, IMMEDIATE for the chain).
+    # One owner of SQLite's transaction handling: the audit chain's.
     prepare_engine(engine)
     return engine
 
@@ -86,7 +90,7 @@ def check_schema(engine: sa.Engine) -> None:
     """Refuse to run against a database that is behind or ahead of the code."""
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     try:
-        with engine.connect() as conn:
+        with engine.begin() as conn:
             current = MigrationContext.configure(conn).get_current_revision()
     except sa.exc.OperationalError as exc:
         raise DatabaseError(f"cannot reach the database: {exc.orig}") from exc

@@ -132,6 +132,7 @@ class CensusHandler(TLS_FTPHandler):  # type: ignore[misc]
         self.view: AccountView | None = None
         self.storage = self.services.storage
         self.encoding = "utf-8"
+        self._discarding = False
         super().__init__(conn, server, ioloop)
 
     # --- events
@@ -169,25 +170,36 @@ class CensusHandler(TLS_FTPHandler):  # type: ignore[misc]
 
     # --- reading commands
 
-    def decode(self, raw: bytes) -> str:
-        try:
-            text, encoding = names.decode_line(raw)
-        except names.NameRefused as exc:
-            raise UnicodeDecodeError("gb18030", raw, 0, len(raw), exc.reason) from exc
-        if encoding != "utf-8":
-            self.encoding = encoding
-        return text
+    def collect_incoming_data(self, data: bytes) -> None:
+        if self._discarding:
+            return
+        super().collect_incoming_data(data)
+        if not self._in_buffer and self._last_response.startswith("500"):
+            # pyftpdlib flushed an over-long line; drop the rest of it too.
+            self._discarding = True
 
     def found_terminator(self) -> None:
-        line = b"".join(self._in_buffer)
-        if any(byte < 32 or byte == 127 for byte in line):
-            self._in_buffer, self._in_buffer_len = [], 0
-            self.respond("501 命令中含有控制字符（如 NUL、CR、LF），已拒绝。")
-            self.audit(
-                events.REFUSED, events.DENIED, details={"rule": "control_character"}
-            )
+        raw = b"".join(self._in_buffer)
+        self._in_buffer, self._in_buffer_len = [], 0
+        if self._discarding:
+            self._discarding = False
             return
-        super().found_terminator()
+        if self._idler is not None and not self._idler.cancelled:
+            self._idler.reset()
+        if any(byte < 32 or byte == 127 for byte in raw):
+            self.respond("501 命令中含有控制字符（如 NUL、CR、LF），已拒绝。")
+            self.audit(events.REFUSED, events.DENIED, details={"rule": "control_character"})
+            return
+        try:
+            line, encoding = names.decode_line(raw)
+        except names.NameRefused as exc:
+            self.respond(f"501 {exc.reason}")
+            self.audit(events.REFUSED, events.DENIED, details={"rule": exc.rule})
+            return
+        if encoding != "utf-8":
+            self.encoding = encoding
+        cmd = line.split(" ")[0].upper()
+        self.pre_process_command(line, cmd, line[len(cmd) + 1 :])
 
     def pre_process_command(self, line: str, cmd: str, arg: str) -> None:
         if cmd not in self.proto_cmds and cmd[-4:] not in ("ABOR", "STAT", "QUIT"):
@@ -296,7 +308,7 @@ class CensusHandler(TLS_FTPHandler):  # type: ignore[misc]
         if own is not None:
             self.storage.ensure_area(own.code)
         self.authorizer = SessionAuthorizer(self.view)
-        self.handle_auth_success("/", "", "登录成功。")
+        self.handle_auth_success("/", "", "Login successful.")
         self.audit(events.LOGIN)
 
     def _login_failed(self, name: str, result: LoginResult) -> None:

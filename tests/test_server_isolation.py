@@ -117,6 +117,7 @@ def test_prefecture_manages_its_tree(server) -> None:
     assert download(client, "文件.pdf") == b"%PDF-1.4 second"
     client.rename("文件.pdf", "成立文件.pdf")
     assert client.nlst() == ["成立文件.pdf"]
+    client.voidcmd("TYPE I")
     assert client.size("成立文件.pdf") == len(b"%PDF-1.4 second")
     client.delete("成立文件.pdf")
     client.cwd("/")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ftplib
 import socket
 import ssl
+import warnings
 
 import pytest
 from conftest import TEST_PASSWORD
@@ -63,8 +64,10 @@ def test_passive_without_prot_p_is_refused(sqlite_server) -> None:
 
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1])
 def test_old_tls_versions_are_refused(sqlite_server, version: ssl.TLSVersion) -> None:
-    context = tls_context(sqlite_server.cafile, maximum=version)
-    context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context = tls_context(sqlite_server.cafile, maximum=version)
+        context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
     context.set_ciphers("ALL:@SECLEVEL=0")
     client = connect(sqlite_server.address, sqlite_server.cafile, context=context)
     with pytest.raises((ssl.SSLError, OSError)):

@@ -35,12 +35,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 import sqlalchemy as sa
-
 from censusdrop.server.schema import file_versions
-from censusdrop.server.storage.crypto import DecryptingReader
-from censusdrop.server.storage.crypto import EncryptingWriter
-from censusdrop.server.storage.crypto import plaintext_size_of
-from censusdrop.server.storage.crypto import read_header
+from censusdrop.server.storage.crypto import (
+    DecryptingReader,
+    EncryptingWriter,
+    plaintext_size_of,
+    read_header,
+)
 from censusdrop.server.storage.errors import StorageError
 from censusdrop.server.storage.keyring import Keyring
 
