@@ -10,8 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Callable
-from typing import Any
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class AuditError(Exception):
@@ -43,6 +42,9 @@ RMDIR = "rmdir"
 REFUSED = "refused"
 INTEGRITY = "integrity_failure"
 ADMIN = "admin"
+# Written by the audit writer itself when its queue overflowed and events
+# were dropped; details carry the count and the time range of the loss.
+EVENTS_LOST = "events_lost"
 
 # Outcomes.
 OK = "ok"
@@ -61,9 +63,7 @@ class AuditEvent:
 
     action: str
     outcome: str = OK
-    at: dt.datetime = dataclasses.field(
-        default_factory=lambda: dt.datetime.now(dt.UTC)
-    )
+    at: dt.datetime = dataclasses.field(default_factory=lambda: dt.datetime.now(dt.UTC))
     account: str | None = None
     role: str | None = None
     prefecture: str | None = None

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from ftpclient import download
 from ftpclient import login
+from ftpclient import upload
 
 from conftest import TEST_PASSWORD
 from conftest import require_tool
@@ -78,17 +79,29 @@ def _tree(root: Path) -> dict[str, bytes]:
     return files
 
 
-def test_lftp_mirrors_a_chinese_tree_up_and_down(server, tmp_path: Path) -> None:
-    up, down = tmp_path / "up", tmp_path / "down"
+def test_lftp_mirrors_a_chinese_tree_up(server, tmp_path: Path) -> None:
+    up = tmp_path / "up"
     up.mkdir()
-    down.mkdir()
     files = _tree(up)
     result = _lftp(server, "mirror -R --no-perms . /", up)
     assert result.returncode == 0, result.stderr
-    result = _lftp(server, "mirror --no-perms / .", down)
-    assert result.returncode == 0, result.stderr
+    client = login(server.address, server.cafile, "wuhan", TEST_PASSWORD)
     for name, data in files.items():
-        assert (down / name).read_bytes() == data, name
+        assert download(client, "/" + name) == data, name
+    client.quit()
+
+
+def test_lftp_gets_a_chinese_named_file(sqlite_server, tmp_path: Path) -> None:
+    data = os.urandom(200_000)
+    client = login(sqlite_server.address, sqlite_server.cafile, "wuhan", TEST_PASSWORD)
+    client.mkd("18.普查成果")
+    upload(client, "18.普查成果/普查公报.docx", data)
+    client.quit()
+    result = _lftp(
+        sqlite_server, "get 18.普查成果/普查公报.docx -o 公报.docx", tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "公报.docx").read_bytes() == data
 
 
 def test_curl_uploads_and_downloads_byte_for_byte(server, tmp_path: Path) -> None:

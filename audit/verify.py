@@ -1,0 +1,373 @@
+"""Verifying the audit chain in the database.
+
+``verify_database`` recomputes every hash from seq 1 to the head and checks
+the chain against the signed checkpoints; the first problem stops it and is
+explained by ``diagnose`` (see there for the kinds of problem). The result
+is a ``VerifyResult`` whose ``exit_code`` is 0 when the chain is intact.
+
+Speed: rows are read in keyset-paginated batches through a raw DBAPI
+cursor, and a long chain is split into consecutive segments checked by
+worker processes at once. A segment starts from the row just before it, so
+each link is checked exactly as in one pass, and the first problem of the
+lowest failing segment is the first problem of the chain.
+
+A chain alone cannot show that its last entries were removed, or that all
+of it was recomputed; checkpoints signed with a key kept apart from the
+database can (see ``checkpoint``). Without one, the result says so.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import hashlib
+import multiprocessing
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from .chain import GENESIS_HASH, Row, canonical_text
+from .checkpoint import Checkpoint, VerifyKey, list_checkpoints
+from .diagnose import HashLookup, Problem, ProblemKind, diagnose
+from .schema import audit_events, chain_rows_select, read_head
+
+BATCH_SIZE = 20_000
+# Below this many entries, starting worker processes costs more than it saves.
+PARALLEL_THRESHOLD = 150_000
+MAX_WORKERS = 4
+
+__all__ = ["Problem", "ProblemKind", "VerifyResult", "verify_database"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class VerifyResult:
+    """What a verification found. ``exit_code`` is 0 if intact, else 1."""
+
+    events: int
+    head_seq: int
+    head_hash: str
+    problem: Problem | None = None
+    checkpoint: Checkpoint | None = None
+    key_id: str | None = None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.problem is None else 1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScanResult:
+    """One pass over consecutive rows: how many were intact, the last
+    intact one, and the problem that stopped the pass, if any."""
+
+    events: int
+    last: Row | None
+    problem: Problem | None
+
+
+def verify_database(
+    engine: sa.Engine,
+    key: VerifyKey | None,
+    *,
+    extra: Checkpoint | None = None,
+    workers: int | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> VerifyResult:
+    """Verify the chain against its stored checkpoints signed by ``key``
+    and against ``extra`` (a checkpoint the auditor kept).
+
+    ``workers``: processes to use; by default one per CPU (at most 4) for
+    chains longer than ``PARALLEL_THRESHOLD``, else none.
+    """
+    # Checkpoints first: one made after the head is read could lie beyond it.
+    marks = CheckpointMarks.build(list_checkpoints(engine), key, extra)
+    if marks.problem is not None:
+        return marks.result(ScanResult(0, None, marks.problem))
+    with engine.connect() as conn:
+        head = read_head(conn).seq
+    count = workers if workers is not None else _default_workers(head)
+    if count > 1 and head >= count:
+        scan = _scan_parallel(engine, head, marks, count, batch_size)
+    else:
+        scan = scan_segment(engine, 1, head, marks.heads, batch_size)
+    return marks.result(scan)
+
+
+def scan_rows(
+    rows: Iterable[Row],
+    heads: dict[int, str],
+    lookup: HashLookup,
+    *,
+    previous: Row | None = None,
+    stop: int | None = None,
+) -> ScanResult:
+    """Recompute the chain over ``rows``, which follow ``previous`` (or
+    start the chain), up to seq ``stop``; stop at the first problem.
+
+    ``heads`` maps a checkpoint's seq to the hash it signed. This loop is
+    the hot path of verification.
+    """
+    canonical, sha256 = canonical_text, hashlib.sha256
+    expected = 1 if previous is None else int(previous[0]) + 1
+    prev_hash = GENESIS_HASH if previous is None else previous[15]
+    first, last_seq = expected, stop if stop is not None else float("inf")
+    try:
+        prev_raw = bytes.fromhex(prev_hash)
+    except (TypeError, ValueError):
+        # The row before is damaged; the segment before reports it.
+        problem = Problem(ProblemKind.MALFORMED, expected - 1, "bad hash")
+        return ScanResult(0, previous, problem)
+    rows = iter(rows)
+    for row in rows:
+        if expected > last_seq:
+            break
+        digest = b""
+        if row[0] == expected and row[14] == prev_hash:
+            try:
+                digest = sha256(prev_raw + canonical(row).encode()).digest()
+            except (TypeError, ValueError, UnicodeEncodeError):
+                digest = b""
+        if not digest or digest.hex() != row[15]:
+            following = next(rows, None)
+            problem = diagnose(expected, prev_hash, previous, row, following, lookup)
+            return ScanResult(expected - first, previous, problem)
+        if expected in heads and heads[expected] != row[15]:
+            return ScanResult(expected - first, previous, _mismatch(heads, expected))
+        previous, prev_hash, prev_raw = row, row[15], digest
+        expected += 1
+    return ScanResult(expected - first, previous, None)
+
+
+def scan_segment(
+    engine: sa.Engine,
+    low: int,
+    high: int,
+    heads: dict[int, str],
+    batch_size: int = BATCH_SIZE,
+) -> ScanResult:
+    """Verify seq ``low`` to ``high``, linking to the row before ``low``."""
+    previous = _row_before(engine, low) if low > 1 else None
+    start = low - 1 if previous is None else int(previous[0])
+    # One row past the end, so that a problem at the end has a follower.
+    rows = iter_chain_rows(engine, after=start, until=high + 1, batch_size=batch_size)
+
+    def lookup(digest: str) -> int | None:
+        return find_seq_of_hash(engine, digest)
+
+    return scan_rows(rows, heads, lookup, previous=previous, stop=high)
+
+
+def iter_chain_rows(
+    engine: sa.Engine,
+    *,
+    after: int = 0,
+    until: int | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> Iterator[Row]:
+    """Chain rows (plain tuples) with ``after < seq <= until`` in seq order.
+
+    Keyset pagination, so no cursor or transaction stays open between
+    batches; each batch goes through a raw DBAPI cursor, which is much
+    faster than result rows for the millions of rows a verification reads.
+    The upper bound is applied here, not in SQL: with both bounds and stale
+    statistics PostgreSQL may sort the whole range for every batch.
+    """
+    seq = audit_events.c.seq
+    base = chain_rows_select(engine.dialect).order_by(seq)
+    while until is None or after < until:
+        limit = batch_size if until is None else min(batch_size, until - after)
+        query = base.where(seq > sa.literal(after, sa.BigInteger())).limit(limit)
+        rows = _fetch_all(engine, _literal_sql(engine, query))
+        if until is not None and rows and rows[-1][0] > until:
+            rows = [row for row in rows if row[0] <= until]
+            limit = len(rows) + 1  # past the end: this is the last batch
+        yield from rows
+        if len(rows) < limit:
+            return
+        after = int(rows[-1][0])
+
+
+def find_seq_of_hash(engine: sa.Engine, digest: str) -> int | None:
+    """The seq of the row whose stored hash is ``digest``, if any."""
+    query = sa.select(audit_events.c.seq).where(audit_events.c.hash == digest)
+    with engine.connect() as conn:
+        seq = conn.execute(query).scalar()
+    return None if seq is None else int(seq)
+
+
+@dataclasses.dataclass
+class CheckpointMarks:
+    """The trusted checkpoints (``heads``: seq -> signed head hash), the
+    latest of them, and what was wrong with the others."""
+
+    heads: dict[int, str]
+    latest: Checkpoint | None
+    key_id: str | None
+    problem: Problem | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def build(
+        cls,
+        stored: Sequence[Checkpoint],
+        key: VerifyKey | None,
+        extra: Checkpoint | None = None,
+    ) -> CheckpointMarks:
+        marks = cls({}, None, key.key_id if key else None)
+        given = [*stored, *([extra] if extra else [])]
+        if key is None:
+            if given:
+                marks.warnings.append("no public key: checkpoints were not checked")
+            return marks
+        others = [c for c in stored if c.key_id != key.key_id]
+        if others:
+            marks.warnings.append(
+                f"{len(others)} checkpoint(s) signed by another key were skipped"
+            )
+        if extra is not None and extra.key_id != key.key_id:
+            marks.problem = Problem(
+                ProblemKind.BAD_CHECKPOINT,
+                extra.seq,
+                f"the given checkpoint was signed by key {extra.key_id[:16]}…, "
+                f"not by the trusted key {key.key_id[:16]}…",
+            )
+        for checkpoint in given:
+            if checkpoint.key_id == key.key_id and marks.problem is None:
+                marks.add(checkpoint, key)
+        if not marks.heads and marks.problem is None:
+            marks.warnings.append(
+                "no signed checkpoint: a cut-off tail or a re-hashed chain "
+                "cannot be detected"
+            )
+        return marks
+
+    def add(self, checkpoint: Checkpoint, key: VerifyKey) -> None:
+        seq = checkpoint.seq
+        if not checkpoint.is_signed_by(key):
+            self.problem = Problem(
+                ProblemKind.BAD_CHECKPOINT,
+                seq,
+                "checkpoint signature does not verify (forged or altered)",
+            )
+        elif self.heads.setdefault(seq, checkpoint.head_hash) != checkpoint.head_hash:
+            self.problem = Problem(
+                ProblemKind.BAD_CHECKPOINT,
+                seq,
+                "two validly signed checkpoints disagree (is the key leaked?)",
+            )
+        elif self.latest is None or seq >= self.latest.seq:
+            self.latest = checkpoint
+
+    def result(self, scan: ScanResult) -> VerifyResult:
+        last = scan.last
+        problem = scan.problem or self._beyond_end(last)
+        return VerifyResult(
+            events=scan.events,
+            head_seq=0 if last is None else int(last[0]),
+            head_hash=GENESIS_HASH if last is None else str(last[15]),
+            problem=problem,
+            checkpoint=self.latest,
+            key_id=self.key_id,
+            warnings=tuple(self.warnings),
+        )
+
+    def _beyond_end(self, last: Row | None) -> Problem | None:
+        end = 0 if last is None else int(last[0])
+        beyond = [seq for seq in self.heads if seq > end]
+        if not beyond:
+            return None
+        return Problem(
+            ProblemKind.TRUNCATED,
+            end + 1,
+            f"the chain ends at seq {end} but a signed checkpoint covers "
+            f"seq {max(beyond)}: entries were cut off",
+        )
+
+
+def _mismatch(heads: dict[int, str], seq: int) -> Problem:
+    since = max((s for s in heads if s < seq), default=0) + 1
+    return Problem(
+        ProblemKind.REWRITTEN,
+        seq,
+        "the chain no longer has the head hash signed at this seq: it was "
+        f"re-hashed after a change between seq {since} and {seq}",
+    )
+
+
+def _default_workers(head: int) -> int:
+    if head < PARALLEL_THRESHOLD:
+        return 1
+    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+
+
+def _scan_parallel(
+    engine: sa.Engine,
+    head: int,
+    marks: CheckpointMarks,
+    workers: int,
+    batch_size: int,
+) -> ScanResult:
+    url = engine.url.render_as_string(hide_password=False)
+    bounds = [head * i // workers for i in range(workers + 1)]
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = [
+            pool.submit(_scan_in_worker, url, low + 1, high, marks.heads, batch_size)
+            for low, high in zip(bounds, bounds[1:], strict=False)
+        ]
+        results = [future.result() for future in futures]
+    events = 0
+    for result in results:
+        events += result.events
+        if result.problem is not None:
+            return ScanResult(events, result.last, result.problem)
+    return ScanResult(events, results[-1].last, None)
+
+
+def _scan_in_worker(
+    url: str, low: int, high: int, heads: dict[int, str], batch_size: int
+) -> ScanResult:
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        return scan_segment(engine, low, high, heads, batch_size)
+    finally:
+        engine.dispose()
+
+
+def _row_before(engine: sa.Engine, seq: int) -> Row | None:
+    column = audit_events.c.seq
+    query = (
+        chain_rows_select(engine.dialect)
+        .where(column < sa.literal(seq, sa.BigInteger()))
+        .order_by(column.desc())
+        .limit(1)
+    )
+    rows = _fetch_all(engine, _literal_sql(engine, query))
+    return rows[0] if rows else None
+
+
+def _literal_sql(engine: sa.Engine, query: sa.Select[Any]) -> str:
+    # Only integers and constant text are inlined.
+    compiled = query.compile(
+        dialect=engine.dialect, compile_kwargs={"literal_binds": True}
+    )
+    return str(compiled)
+
+
+def _fetch_all(engine: sa.Engine, sql: str) -> list[tuple[Any, ...]]:
+    with contextlib.closing(engine.raw_connection()) as raw:
+        cursor = raw.cursor()
+        try:
+            cursor.execute(sql)
+            rows: list[tuple[Any, ...]] = cursor.fetchall()
+            return rows
+        finally:
+            cursor.close()
