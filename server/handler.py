@@ -188,7 +188,9 @@ class CensusHandler(TLS_FTPHandler):  # type: ignore[misc]
             self._idler.reset()
         if any(byte < 32 or byte == 127 for byte in raw):
             self.respond("501 命令中含有控制字符（如 NUL、CR、LF），已拒绝。")
-            self.audit(events.REFUSED, events.DENIED, details={"rule": "control_character"})
+            self.audit(
+                events.REFUSED, events.DENIED, details={"rule": "control_character"}
+            )
             return
         try:
             line, encoding = names.decode_line(raw)

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-
 from censusdrop.cli.main import cli
+from click.testing import CliRunner
 
 
 @pytest.fixture

@@ -8,12 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from ftpclient import download
-from ftpclient import login
-from ftpclient import upload
-
-from conftest import TEST_PASSWORD
-from conftest import require_tool
+from conftest import TEST_PASSWORD, require_tool
+from ftpclient import download, login, upload
 
 pytestmark = pytest.mark.external
 
