@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from .chain import format_time, parse_time
 from .events import AuditError
-from .locking import chain_transaction, prepare_engine
+from .locking import chain_transaction, prepare_engine, read_connection
 from .schema import audit_checkpoints, read_head
 
 KEY_FILE_MODE = 0o600
@@ -230,7 +230,7 @@ def list_checkpoints(engine: sa.Engine) -> list[Checkpoint]:
     """Every stored checkpoint, oldest first."""
     table = audit_checkpoints
     query = sa.select(table).order_by(table.c.seq, table.c.id)
-    with engine.connect() as conn:
+    with read_connection(engine) as conn:
         return [_from_row(row) for row in conn.execute(query)]
 
 

@@ -70,6 +70,17 @@ def chain_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
             yield conn
 
 
+@contextlib.contextmanager
+def read_connection(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A connection for reading: on SQLite its transactions start with a
+    plain BEGIN even where the engine asks for BEGIN IMMEDIATE everywhere,
+    so a long audit query never holds the write lock the server needs."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.execution_options(**{BEGIN_MODE_OPTION: "DEFERRED"})
+        yield conn
+
+
 def _sqlite_on_connect(dbapi_connection: Any, connection_record: Any) -> None:
     # Stop the driver from issuing its own BEGIN; _sqlite_on_begin does it.
     dbapi_connection.isolation_level = None

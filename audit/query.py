@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import events as ev
+from .locking import read_connection
 from .schema import audit_events
 
 _REFUSAL_ACTIONS = (ev.REFUSED, ev.LOGIN_FAILED, ev.LOCKOUT)
@@ -111,7 +112,7 @@ def find_events(engine: sa.Engine, where: EventFilter) -> Iterator[StoredEvent]:
     query = query.order_by(audit_events.c.seq)
     if where.limit is not None:
         query = query.limit(where.limit)
-    with engine.connect() as conn:
+    with read_connection(engine) as conn:
         result = conn.execution_options(yield_per=2_000).execute(query)
         for row in result:
             yield _stored_event(row)
@@ -160,7 +161,7 @@ def sessions(engine: sa.Engine, where: EventFilter) -> list[SessionSummary]:
             query = query.where(t.c.session.in_(members))
     if where.limit is not None:
         query = query.limit(where.limit)
-    with engine.connect() as conn:
+    with read_connection(engine) as conn:
         return [SessionSummary(**row._mapping) for row in conn.execute(query)]
 
 

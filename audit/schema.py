@@ -57,11 +57,10 @@ class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
 
     def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
         if dialect.name == "sqlite":
-            return dialect.type_descriptor(
-                sqlite.DATETIME(
-                    storage_format=SQLITE_TIME_FORMAT, regexp=SQLITE_TIME_PATTERN
-                )
+            stored_as_text = sqlite.DATETIME(  # type: ignore[no-untyped-call]
+                storage_format=SQLITE_TIME_FORMAT, regexp=SQLITE_TIME_PATTERN
             )
+            return dialect.type_descriptor(stored_as_text)
         return dialect.type_descriptor(sa.DateTime(timezone=False))
 
     def process_bind_param(

@@ -41,7 +41,7 @@ from .events import (
     AuditUnavailable,
     DurableCallback,
 )
-from .locking import chain_transaction, prepare_engine
+from .locking import chain_transaction, prepare_engine, read_connection
 from .pending import Pending, PendingQueue
 from .schema import ChainHead, audit_events, read_head
 
@@ -85,7 +85,7 @@ class AuditLog:
         return list(range(head.seq + 1, head.seq + len(events) + 1))
 
     def head(self) -> ChainHead:
-        with self.engine.connect() as conn:
+        with read_connection(self.engine) as conn:
             return read_head(conn)
 
 

@@ -22,6 +22,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import multiprocessing
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -32,6 +33,7 @@ import sqlalchemy as sa
 from .chain import GENESIS_HASH, Row, canonical_text
 from .checkpoint import Checkpoint, VerifyKey, list_checkpoints
 from .diagnose import HashLookup, Problem, ProblemKind, diagnose
+from .locking import read_connection
 from .schema import audit_events, chain_rows_select, read_head
 
 BATCH_SIZE = 20_000
@@ -91,7 +93,7 @@ def verify_database(
     marks = CheckpointMarks.build(list_checkpoints(engine), key, extra)
     if marks.problem is not None:
         return marks.result(ScanResult(0, None, marks.problem))
-    with engine.connect() as conn:
+    with read_connection(engine) as conn:
         head = read_head(conn).seq
     count = workers if workers is not None else _default_workers(head)
     if count > 1 and head >= count:
@@ -198,7 +200,7 @@ def iter_chain_rows(
 def find_seq_of_hash(engine: sa.Engine, digest: str) -> int | None:
     """The seq of the row whose stored hash is ``digest``, if any."""
     query = sa.select(audit_events.c.seq).where(audit_events.c.hash == digest)
-    with engine.connect() as conn:
+    with read_connection(engine) as conn:
         seq = conn.execute(query).scalar()
     return None if seq is None else int(seq)
 
@@ -321,7 +323,7 @@ def _scan_parallel(
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
         futures = [
             pool.submit(_scan_in_worker, url, low + 1, high, marks.heads, batch_size)
-            for low, high in zip(bounds, bounds[1:], strict=False)
+            for low, high in itertools.pairwise(bounds)
         ]
         results = [future.result() for future in futures]
     events = 0
@@ -362,12 +364,11 @@ def _literal_sql(engine: sa.Engine, query: sa.Select[Any]) -> str:
     return str(compiled)
 
 
-def _fetch_all(engine: sa.Engine, sql: str) -> list[tuple[Any, ...]]:
+def _fetch_all(engine: sa.Engine, sql: str) -> list[Row]:
     with contextlib.closing(engine.raw_connection()) as raw:
         cursor = raw.cursor()
         try:
             cursor.execute(sql)
-            rows: list[tuple[Any, ...]] = cursor.fetchall()
-            return rows
+            return list(cursor.fetchall())
         finally:
             cursor.close()
