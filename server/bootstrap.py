@@ -7,6 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 from censusdrop.config.settings import CONFIG_NAME, Settings, load_settings
+from censusdrop.server.app import master_key_from_env
 from censusdrop.server.db import make_engine, migrate
 from censusdrop.server.storage.keyring import Keyring
 from censusdrop.server.tls import create_self_signed, default_hostname
@@ -40,7 +41,7 @@ def create_missing_parts(settings: Settings, *, at: dt.datetime) -> None:
     """Keys, certificate, schema and data root, each only if absent."""
     keys = settings.path(settings.storage.keys_dir)
     if not (keys / "master.key").exists():
-        Keyring.create(keys)
+        Keyring.create(keys, master_key=master_key_from_env())
     cert = settings.path(settings.tls.certificate)
     key = settings.path(settings.tls.private_key)
     if not cert.exists() and not key.exists():
