@@ -75,18 +75,6 @@ def _tree(root: Path) -> dict[str, bytes]:
     return files
 
 
-def test_lftp_mirrors_a_chinese_tree_up(server, tmp_path: Path) -> None:
-    up = tmp_path / "up"
-    up.mkdir()
-    files = _tree(up)
-    result = _lftp(server, "mirror -R --no-perms . /", up)
-    assert result.returncode == 0, result.stderr
-    client = login(server.address, server.cafile, "wuhan", TEST_PASSWORD)
-    for name, data in files.items():
-        assert download(client, "/" + name) == data, name
-    client.quit()
-
-
 def test_lftp_gets_a_chinese_named_file(sqlite_server, tmp_path: Path) -> None:
     data = os.urandom(200_000)
     client = login(sqlite_server.address, sqlite_server.cafile, "wuhan", TEST_PASSWORD)
