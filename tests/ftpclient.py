@@ -23,6 +23,7 @@ class ReusingFTPS(ftplib.FTP_TLS):
             conn = self.context.wrap_socket(
                 conn, server_hostname=self.host, session=session
             )
+            conn.unwrap = _tolerant_unwrap(conn)
         return conn, size
 
 
@@ -72,3 +73,19 @@ def download(client: ftplib.FTP, path: str) -> bytes:
     buffer = io.BytesIO()
     client.retrbinary(f"RETR {path}", buffer.write)
     return buffer.getvalue()
+
+
+def _tolerant_unwrap(conn: ssl.SSLSocket) -> Any:
+    """ftplib unwraps each data socket; when the server's close_notify has
+    already ended the session, OpenSSL may report SHUTDOWN_WHILE_IN_INIT."""
+    original = conn.unwrap
+
+    def unwrap() -> Any:
+        try:
+            return original()
+        except ssl.SSLError as exc:
+            if "SHUTDOWN_WHILE_IN_INIT" not in str(exc):
+                raise
+            return conn
+
+    return unwrap
