@@ -1,1 +1,51 @@
-"""Pre-review: validation of a prefecture tree against the checklist."""
+"""Pre-review: validation of a prefecture tree against the checklist.
+
+``validate(source, checklist, prefecture, at=...)`` reads a tree through a
+``TreeSource`` (``DirectorySource`` for plain folders) and returns a
+``Report``; ``render_text``, ``render_html`` and ``to_json`` present it.
+Modules, in reading order: ``model`` (report values), ``source`` (tree
+access), ``names`` (reading names), ``kinds``/``sniff``/``containers``
+(file content), ``sheets`` and ``links`` (spreadsheet headers, docx links),
+``tree`` (the tree in memory), ``naming``/``filecheck``/``counted``/
+``structure`` (the rules), ``messages`` (rule ids and Chinese sentences),
+``validator`` (the entry point), ``render``/``render_html``.
+"""
+
+from .containers import Limits
+from .model import (
+    PASSED,
+    RETURNED,
+    Finding,
+    ItemSummary,
+    Prefecture,
+    Report,
+    Severity,
+    TreeDigest,
+    ValidationError,
+)
+from .render import render_text, to_json
+from .render_html import render_html
+from .source import DirectorySource, SourceEntry, SourceError, TreeSource
+from .validator import tree_digest, validate
+
+__all__ = [
+    "PASSED",
+    "RETURNED",
+    "DirectorySource",
+    "Finding",
+    "ItemSummary",
+    "Limits",
+    "Prefecture",
+    "Report",
+    "Severity",
+    "SourceEntry",
+    "SourceError",
+    "TreeDigest",
+    "TreeSource",
+    "ValidationError",
+    "render_html",
+    "render_text",
+    "to_json",
+    "tree_digest",
+    "validate",
+]

@@ -1,0 +1,197 @@
+"""Counted materials: 清查表, 普查表扫描件, 三种状态佐证材料 (note 3).
+
+In a counted scope (an item folder, or a sub-item folder such as 12①):
+- the material is split into source-type folders (工业源, 农业源 …);
+- each source folder, and each region folder inside one, holds a
+  基本信息表 whose header has the required columns;
+- a folder's count in parentheses equals the material below it, each file
+  weighing 1 or its own count (a combined PDF named ``…（25份）.pdf``);
+  material files need a count on their folder, an ancestor or themselves;
+- signed-and-sealed scans come with the prefecture's confirmation document.
+Files whose names mark them as the table, the confirmation, a list or a
+summary are not material and are not counted.
+"""
+
+from __future__ import annotations
+
+from censusdrop.config.checklist import Checklist, Item
+
+from .messages import finding
+from .model import Finding
+from .names import find_count
+from .sheets import SheetError, header_rows, missing_columns
+from .source import TreeSource
+from .tree import Node
+
+
+class CountedChecker:
+    def __init__(self, source: TreeSource, checklist: Checklist) -> None:
+        self._source = source
+        self._checklist = checklist
+        self._rules = checklist.counted
+        self._units = checklist.naming.count_units
+        self._source_names = tuple(
+            name for s in self._rules.sources for name in (s.name, *s.aliases)
+        )
+        self._sources_text = "、".join(s.name for s in self._rules.sources)
+
+    def check(self, scope: Node, item: Item, confirmation: bool) -> list[Finding]:
+        found: list[Finding] = []
+        if confirmation and not self._has_confirmation(scope):
+            keyword = self._rules.confirmation_keywords[0]
+            found.append(
+                finding(
+                    "confirmation.missing",
+                    item.number,
+                    scope.path,
+                    item=item.number,
+                    keyword=keyword,
+                )
+            )
+        folders = self._source_folders(scope)
+        if not folders:
+            found.append(
+                finding(
+                    "source.missing",
+                    item.number,
+                    scope.path,
+                    item=item.number,
+                    sources=self._sources_text,
+                )
+            )
+            return found + self._count_rules(scope, item)
+        found += self._unsorted(scope, folders, item)
+        for folder in folders:
+            found += self._basic_info(folder, item)
+            for region in folder.children:
+                if region.is_dir and self._weight(region):
+                    found += self._basic_info(region, item)
+        return found + self._count_rules(scope, item)
+
+    def is_material(self, node: Node) -> bool:
+        return not node.is_dir and not any(
+            k in node.name for k in self._rules.not_counted
+        )
+
+    def _source_folders(self, scope: Node) -> list[Node]:
+        folders: list[Node] = []
+        for node in scope.walk():
+            if node is scope or not node.is_dir:
+                continue
+            inside = any(f in _lineage(node) for f in folders)
+            if not inside and any(s in node.name for s in self._source_names):
+                folders.append(node)
+        return folders
+
+    def _unsorted(self, scope: Node, folders: list[Node], item: Item) -> list[Finding]:
+        return [
+            finding(
+                "source.unsorted", item.number, node.path, sources=self._sources_text
+            )
+            for node in scope.files()
+            if self.is_material(node) and not any(f in _lineage(node) for f in folders)
+        ]
+
+    def _basic_info(self, folder: Node, item: Item) -> list[Finding]:
+        rules = self._checklist.basic_info
+        tables = [
+            n
+            for n in folder.children
+            if not n.is_dir and any(k in n.name for k in rules.keywords)
+        ]
+        readable = [t for t in tables if t.kind and t.kind.type in rules.types]
+        if not readable and any(t.kind and t.kind.problem for t in tables):
+            return []  # the damaged table is an error on the file already
+        if not readable:
+            return [
+                finding(
+                    "basic_info.missing",
+                    item.number,
+                    folder.path,
+                    keyword=rules.keywords[0],
+                    types="、".join(sorted(rules.types)),
+                )
+            ]
+        found: list[Finding] = []
+        for table in readable:
+            if table.kind is not None and table.kind.problem is None:
+                found += self._header(table, item)
+        return found
+
+    def _header(self, table: Node, item: Item) -> list[Finding]:
+        rules = self._checklist.basic_info
+        assert table.kind is not None
+        try:
+            with self._source.open(table.path) as fp:
+                rows = header_rows(fp, table.kind.type, rules)
+        except SheetError as exc:
+            return [
+                finding("basic_info.unreadable", item.number, table.path, detail=exc)
+            ]
+        missing = missing_columns(rows, rules.columns)
+        if not missing:
+            return []
+        return [
+            finding(
+                "basic_info.columns",
+                item.number,
+                table.path,
+                columns="、".join(missing),
+                required="、".join(c.name for c in rules.columns),
+            )
+        ]
+
+    def _count_rules(self, scope: Node, item: Item) -> list[Finding]:
+        found: list[Finding] = []
+        for folder in scope.walk():
+            if not folder.is_dir:
+                continue
+            declared = find_count(folder.name, self._units, unit_required=False)
+            actual = self._weight(folder)
+            if declared is not None and declared != actual:
+                found.append(
+                    finding(
+                        "count.mismatch",
+                        item.number,
+                        folder.path,
+                        declared=declared,
+                        actual=actual,
+                    )
+                )
+            elif declared is None and self._needs_count(folder, scope):
+                found.append(
+                    finding("count.missing", item.number, folder.path, actual=actual)
+                )
+        return found
+
+    def _needs_count(self, folder: Node, scope: Node) -> bool:
+        direct = [n for n in folder.children if self.is_material(n)]
+        if not direct or all(self._own_count(n) is not None for n in direct):
+            return False
+        node = folder
+        while node is not scope and node.parent is not None:
+            node = node.parent
+            if find_count(node.name, self._units, unit_required=False) is not None:
+                return False
+        return True
+
+    def _weight(self, folder: Node) -> int:
+        return sum(
+            self._own_count(n) or 1 for n in folder.files() if self.is_material(n)
+        )
+
+    def _own_count(self, node: Node) -> int | None:
+        return find_count(node.stem, self._units, unit_required=True)
+
+    def _has_confirmation(self, scope: Node) -> bool:
+        keywords = self._rules.confirmation_keywords
+        return any(any(k in n.name for k in keywords) for n in scope.files())
+
+
+def _lineage(node: Node | None) -> list[Node]:
+    """``node`` and its ancestors, nearest first."""
+    chain = []
+    while node is not None:
+        chain.append(node)
+        node = node.parent
+    return chain
