@@ -53,6 +53,7 @@ class TLSSettings:
     certificate: Path = Path("tls/server.crt")
     private_key: Path = Path("tls/server.key")
     min_version: str = "1.2"
+    max_version: str = "1.2"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,10 +284,12 @@ def _check(settings: Settings) -> None:
     for key in ("max_connections", "max_connections_per_ip", "idle_timeout"):
         if getattr(server, key) < 1:
             raise ConfigError(f"server.{key}: must be at least 1")
-    if settings.tls.min_version not in ("1.2", "1.3"):
-        raise ConfigError(
-            f"tls.min_version: {settings.tls.min_version!r} must be 1.2 or 1.3"
-        )
+    tls = settings.tls
+    for key in ("min_version", "max_version"):
+        if getattr(tls, key) not in ("1.2", "1.3"):
+            raise ConfigError(f"tls.{key}: {getattr(tls, key)!r} must be 1.2 or 1.3")
+    if tls.min_version > tls.max_version:
+        raise ConfigError("tls.min_version: must not be above tls.max_version")
     security = settings.security
     if security.lockout_threshold < 1:
         raise ConfigError("security.lockout_threshold: must be at least 1")

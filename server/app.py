@@ -79,6 +79,7 @@ def open_services(settings: Settings, *, with_tls: bool = True) -> Services:
                 settings.path(settings.tls.certificate),
                 settings.path(settings.tls.private_key),
                 settings.tls.min_version,
+                settings.tls.max_version,
             )
             if with_tls
             else None

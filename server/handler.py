@@ -86,9 +86,9 @@ class CensusDTPHandler(TLS_DTPHandler):  # type: ignore[misc]
     def _finish_upload(self, upload: Upload) -> None:
         clean = self._closed_cleanly()
         if not (self.transfer_finished and clean):
+            # Never answer 226 for an upload that was not committed.
             self.transfer_finished = False
-            if not self._resp:
-                self._resp = ("426 连接中断，上传未完成，文件未保存。", logger.info)
+            self._resp = ("426 连接中断，上传未完成，文件未保存。", logger.info)
             return
         try:
             upload.commit()

@@ -101,14 +101,21 @@ def load_certificate(cert_path: Path) -> x509.Certificate:
 
 
 def make_context(
-    cert_path: Path, key_path: Path, min_version: str = "1.2"
+    cert_path: Path,
+    key_path: Path,
+    min_version: str = "1.2",
+    max_version: str = "1.2",
 ) -> SSL.Context:
     """The server context; raises ``TLSConfigError`` naming the bad file."""
     load_certificate(cert_path)
     context = SSL.Context(SSL.TLS_SERVER_METHOD)
-    context.set_min_proto_version(
-        SSL.TLS1_3_VERSION if min_version == "1.3" else SSL.TLS1_2_VERSION
-    )
+    versions = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
+    context.set_min_proto_version(versions[min_version])
+    # TLS 1.3 servers send session tickets after the handshake. Clients that
+    # close an upload's data connection without reading them (lftp/GnuTLS)
+    # make the kernel reset the connection and drop the upload's tail, so
+    # TLS 1.3 is opt-in.
+    context.set_max_proto_version(versions[max_version])
     context.set_options(
         SSL.OP_NO_COMPRESSION
         | SSL.OP_CIPHER_SERVER_PREFERENCE

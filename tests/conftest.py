@@ -90,7 +90,7 @@ TEST_PASSWORD = "correct-horse-battery"
 class Instance:
     """An initialised instance (config, keys, certificate, database)."""
 
-    def __init__(self, folder: Path, database_url: str) -> None:
+    def __init__(self, folder: Path, database_url: str, **overrides: str) -> None:
         import datetime as dt
 
         from censusdrop.server.bootstrap import example_config, init_instance
@@ -105,6 +105,8 @@ class Instance:
         )
         text = text.replace("argon2_memory_kib = 19456", "argon2_memory_kib = 1024")
         text = text.replace("failed_login_delay = 1.0", "failed_login_delay = 0.05")
+        for key, value in overrides.items():
+            text = text.replace(f"\n{key} = ", f"\n{key} = {value}  # ", 1)
         self.folder = folder
         self.settings = init_instance(
             folder, at=dt.datetime.now(dt.UTC), config_text=text

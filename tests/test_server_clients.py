@@ -75,6 +75,35 @@ def _tree(root: Path) -> dict[str, bytes]:
     return files
 
 
+def test_lftp_mirrors_a_chinese_tree_up_and_down(server, tmp_path: Path) -> None:
+    up, down = tmp_path / "up", tmp_path / "down"
+    up.mkdir()
+    down.mkdir()
+    files = _tree(up)
+    result = _lftp(server, "mirror -R --no-perms . /", up)
+    assert result.returncode == 0, result.stderr
+    result = _lftp(server, "mirror --no-perms / .", down)
+    assert result.returncode == 0, result.stderr
+    for name, data in files.items():
+        assert (down / name).is_file(), name
+        assert (down / name).read_bytes() == data, name
+
+
+def test_lftp_puts_several_files_in_one_session(sqlite_server, tmp_path: Path) -> None:
+    files = _tree(tmp_path)
+    folders = sorted({str(Path(name).parent) for name in files})
+    script = "; ".join(
+        [f'mkdir -p -f "{folder}"' for folder in folders]
+        + [f'put "{name}" -o "/{name}"' for name in files]
+    )
+    result = _lftp(sqlite_server, script, tmp_path)
+    assert result.returncode == 0, result.stderr
+    client = login(sqlite_server.address, sqlite_server.cafile, "wuhan", TEST_PASSWORD)
+    for name, data in files.items():
+        assert download(client, "/" + name) == data, name
+    client.quit()
+
+
 def test_lftp_gets_a_chinese_named_file(sqlite_server, tmp_path: Path) -> None:
     data = os.urandom(200_000)
     client = login(sqlite_server.address, sqlite_server.cafile, "wuhan", TEST_PASSWORD)

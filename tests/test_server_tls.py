@@ -75,16 +75,36 @@ def test_old_tls_versions_are_refused(sqlite_server, version: ssl.TLSVersion) ->
     client.close()
 
 
-def test_tls_12_and_13_are_accepted(sqlite_server) -> None:
-    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
-        context = tls_context(sqlite_server.cafile, minimum=version, maximum=version)
-        client = connect(sqlite_server.address, sqlite_server.cafile, context=context)
+def _login_with(server, version: ssl.TLSVersion) -> str:
+    context = tls_context(server.cafile, minimum=version, maximum=version)
+    client = connect(server.address, server.cafile, context=context)
+    try:
         client.auth()
         client.login("wuhan", TEST_PASSWORD)
-        assert client.sock.version() == (
-            "TLSv1.2" if version == ssl.TLSVersion.TLSv1_2 else "TLSv1.3"
-        )
-        client.quit()
+        return str(client.sock.version())
+    finally:
+        client.close()
+
+
+def test_tls_12_is_accepted_and_13_is_off_by_default(sqlite_server) -> None:
+    assert _login_with(sqlite_server, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+    with pytest.raises((ssl.SSLError, OSError)):
+        _login_with(sqlite_server, ssl.TLSVersion.TLSv1_3)
+
+
+def test_tls_13_is_accepted_when_configured(tmp_path) -> None:
+    from conftest import Instance
+    from conftest import RunningServer
+
+    instance = Instance(
+        tmp_path / "tls13", f"sqlite:///{tmp_path / 'tls13.db'}", max_version='"1.3"'
+    )
+    instance.add_account("wuhan", "prefecture", "420100")
+    running = RunningServer(instance)
+    try:
+        assert _login_with(running, ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
+    finally:
+        running.stop()
 
 
 def test_commands_pipelined_behind_auth_are_not_executed(sqlite_server) -> None:
