@@ -7,11 +7,8 @@ import os
 import socket
 
 import pytest
-from ftpclient import download
-from ftpclient import login
-from ftpclient import upload
-
 from conftest import TEST_PASSWORD
+from ftpclient import download, login, upload
 
 
 def _drop_mid_upload(client: ftplib.FTP_TLS, path: str, data: bytes) -> str:
