@@ -13,7 +13,6 @@ import binascii
 import errno
 import logging
 import os
-import socket
 import threading
 from typing import Any
 
@@ -228,12 +227,3 @@ def _minutes(value: int) -> Any:
     import datetime as dt
 
     return dt.timedelta(minutes=value)
-
-
-def local_addresses() -> list[str]:
-    try:
-        return sorted(
-            {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
-        )
-    except OSError:
-        return []

@@ -78,6 +78,8 @@ def allowed_commands(base: dict[str, Any], active: bool) -> dict[str, Any]:
 class CensusDTPHandler(TLS_DTPHandler):  # type: ignore[misc]
     """Data channel that commits uploads only after a clean TLS close."""
 
+    transfer_finished: bool
+
     def close(self) -> None:
         if not self._closed and self.receive and isinstance(self.file_obj, Upload):
             self._finish_upload(self.file_obj)
@@ -119,6 +121,10 @@ class CensusHandler(TLS_FTPHandler):  # type: ignore[misc]
     """One FTPS session. Configured per server by ``make_handler``."""
 
     services: Services
+    # pyftpdlib's own state, declared for the type checker.
+    _in_buffer: list[bytes]
+    ac_in_buffer: bytes
+    _restart_position: int
     dtp_handler = CensusDTPHandler
     abstracted_fs = CensusFS
     tls_control_required = True

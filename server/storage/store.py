@@ -23,6 +23,7 @@ the file id in its encrypted header, so a file on disk names its own row.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import datetime as dt
 import errno
@@ -238,7 +239,7 @@ class Storage:
 
     # --- versions
 
-    def history(self, area: str, path: str) -> list[VersionInfo]:
+    def history(self, area: str, path: str) -> builtins.list[VersionInfo]:
         query = (
             file_versions.select()
             .where(file_versions.c.area == area, file_versions.c.path == path)
