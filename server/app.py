@@ -13,6 +13,7 @@ import binascii
 import errno
 import logging
 import os
+import socket
 import threading
 from typing import Any
 
@@ -145,8 +146,10 @@ class CensusServer:
         logger.info("storage ready swept=%d", swept)
 
     def _listen(self, handler: type[CensusHandler], host: str, port: int) -> FTPServer:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
-            return FTPServer((host, port), handler, ioloop=self.ioloop)
+            # Bound here rather than by pyftpdlib, whose error hides errno.
+            sock = socket.create_server((host, port), family=family, backlog=128)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise StartupError(
@@ -155,6 +158,7 @@ class CensusServer:
             raise StartupError(
                 f"server.host: cannot listen on {host}:{port}: {exc.strerror}"
             ) from exc
+        return FTPServer(sock, handler, ioloop=self.ioloop)
 
     @property
     def address(self) -> tuple[str, int]:

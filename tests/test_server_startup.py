@@ -1,0 +1,66 @@
+"""Start-up refuses a bad setup with one clear line, never a traceback."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from censusdrop.cli.main import cli
+from click.testing import CliRunner
+from conftest import Instance
+
+
+def _serve(instance: Instance, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["--config", str(instance.config), "serve", *args])
+    return result.exit_code, result.output
+
+
+def _instance(tmp_path: Path) -> Instance:
+    return Instance(tmp_path / "i", f"sqlite:///{tmp_path / 'db.sqlite'}")
+
+
+def test_a_port_in_use_is_named(tmp_path: Path) -> None:
+    instance = _instance(tmp_path)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, out = _serve(instance, "--host", "127.0.0.1", "--port", str(port))
+    assert code != 0
+    assert f"127.0.0.1:{port} is already in use" in out
+    assert "Traceback" not in out
+
+
+def test_an_unreadable_certificate_is_named(tmp_path: Path) -> None:
+    instance = _instance(tmp_path)
+    instance.settings.path(instance.settings.tls.certificate).write_text("garbage")
+    code, out = _serve(instance)
+    assert code != 0
+    assert "tls.certificate" in out and "Traceback" not in out
+
+
+def test_a_key_that_does_not_match_is_named(tmp_path: Path) -> None:
+    instance = _instance(tmp_path)
+    other = Instance(tmp_path / "other", f"sqlite:///{tmp_path / 'other.sqlite'}")
+    key = other.settings.path(other.settings.tls.private_key).read_bytes()
+    instance.settings.path(instance.settings.tls.private_key).write_bytes(key)
+    code, out = _serve(instance)
+    assert code != 0
+    assert "tls.private_key" in out and "Traceback" not in out
+
+
+def test_a_missing_master_key_is_named(tmp_path: Path) -> None:
+    instance = _instance(tmp_path)
+    (instance.settings.path(instance.settings.storage.keys_dir) / "master.key").unlink()
+    code, out = _serve(instance)
+    assert code != 0
+    assert "Traceback" not in out
+    assert len(out.strip().splitlines()) == 1
+
+
+def test_a_database_behind_the_code_is_refused(tmp_path: Path) -> None:
+    instance = Instance(tmp_path / "i", f"sqlite:///{tmp_path / 'db.sqlite'}")
+    (tmp_path / "db.sqlite").unlink()
+    code, out = _serve(instance)
+    assert code != 0
+    assert "censusdrop db upgrade" in out
