@@ -74,6 +74,12 @@ def serve(app: AppContext, host: str | None, port: int | None, verbose: bool) ->
     Example:
       censusdrop --config /srv/censusdrop/censusdrop.toml serve --port 2121
     """
+    run_server(app, host, port, verbose)
+
+
+def run_server(
+    app: AppContext, host: str | None, port: int | None, verbose: bool
+) -> None:
     configure_logging(verbose)
     try:
         services = open_services(app.settings)
@@ -118,7 +124,7 @@ def demo(app: AppContext, folder: Path, port: int) -> None:
         services.accounts.unlock(DEMO_ACCOUNT)
         record(services, "account.demo", DEMO_ACCOUNT)
     click.echo(f"demo account: {DEMO_ACCOUNT}  password: {password}  (武汉市)")
-    click.get_current_context().invoke(serve, port=port)
+    run_server(app, None, port, verbose=False)
 
 
 @cli.group("db")

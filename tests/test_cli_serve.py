@@ -1,0 +1,64 @@
+"""``censusdrop demo`` and ``serve`` as real processes, stopped by signal."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from ftpclient import download, login, upload
+
+CLI = [sys.executable, "-c", "from censusdrop.cli.main import main; main()"]
+
+
+def _start(args: list[str], cwd: Path) -> tuple[subprocess.Popen[str], list[str]]:
+    process = subprocess.Popen(
+        [*CLI, *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    for _ in range(200):
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("passive ports"):
+            return process, lines
+    process.kill()
+    process.wait(10)
+    raise AssertionError("server did not start:\n" + "".join(lines))
+
+
+def test_demo_prints_an_account_that_works_and_stops_on_sigterm(tmp_path: Path) -> None:
+    process, lines = _start(["demo", "demo", "--port", "0"], tmp_path)
+    try:
+        text = "".join(lines)
+        password = re.search(r"password: (\S+)", text)
+        address = re.search(r"listening on ([\d.]+):(\d+)", text)
+        assert password and address, text
+        assert re.search(r"fingerprint: ([0-9A-F]{2}:){31}[0-9A-F]{2}", text)
+        cafile = tmp_path / "demo" / "tls" / "server.crt"
+        client = login((address[1], int(address[2])), cafile, "demo-wuhan", password[1])
+        upload(client, "自评估报告.docx", b"demo")
+        assert download(client, "自评估报告.docx") == b"demo"
+        client.quit()
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        code = process.wait(20)
+    assert code == 0
+
+
+def test_serve_stops_cleanly_on_sigint(tmp_path: Path) -> None:
+    from conftest import Instance
+
+    instance = Instance(tmp_path / "i", f"sqlite:///{tmp_path / 'db.sqlite'}")
+    process, _ = _start(["--config", str(instance.config), "serve"], tmp_path)
+    os.kill(process.pid, signal.SIGINT)
+    assert process.wait(20) == 0
