@@ -183,6 +183,7 @@ def configure_logging(verbose: bool) -> None:
     )
     if not verbose:
         logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _register_optional_groups() -> None:
