@@ -45,6 +45,10 @@ TLS_REQUIRED_REPLY = "530 请先使用 AUTH TLS 建立加密连接（需要显�
 PROT_REQUIRED_REPLY = "521 数据连接必须加密：请先发送 PBSZ 0 和 PROT P。"
 AUDIT_DOWN_REPLY = "451 审计日志暂时无法记录，为安全起见本次传输被拒绝，请稍后重试。"
 
+TLS_REUSE_REPLY = (
+    "522 数据连接必须复用控制连接的 TLS 会话（请在客户端启用 TLS 会话复用）。"
+)
+
 # Commands a client may use; everything else gets 502 (not implemented).
 ALLOWED = frozenset(
     """
@@ -76,9 +80,26 @@ def allowed_commands(base: dict[str, Any], active: bool) -> dict[str, Any]:
 
 
 class CensusDTPHandler(TLS_DTPHandler):  # type: ignore[misc]
-    """Data channel that commits uploads only after a clean TLS close."""
+    """Data channel that resumes the control channel's TLS session (when
+    required) and commits uploads only after a clean TLS close."""
 
     transfer_finished: bool
+    session_reuse_required = True
+
+    def handle_ssl_established(self) -> None:
+        # Runs before any file byte is sent or accepted: pyftpdlib only
+        # moves data once the handshake is over.
+        if self.session_reuse_required and not session_reused(self.socket):
+            self.cmd_channel.audit(
+                events.REFUSED, events.DENIED, details={"rule": "tls_session_reuse"}
+            )
+            self.producer_fifo.clear()
+            self.receive = False
+            self._resp = (TLS_REUSE_REPLY, logger.warning)
+            self._error = True  # close at once, no TLS shutdown exchange
+            self.close()
+            return
+        super().handle_ssl_established()
 
     def close(self) -> None:
         if not self._closed and self.receive and isinstance(self.file_obj, Upload):
@@ -510,6 +531,19 @@ class _NoLogin:
         """Nothing to impersonate."""
 
 
+def session_reused(sock: Any) -> bool:
+    """Whether a TLS connection resumed an earlier session.
+
+    pyOpenSSL has no public call for this; its bindings carry OpenSSL's
+    SSL_session_reused, which is what we ask.
+    """
+    from OpenSSL._util import lib as openssl
+
+    if not isinstance(sock, SSL.Connection):
+        return False
+    return bool(openssl.SSL_session_reused(sock._ssl))
+
+
 def make_handler(services: Services) -> type[CensusHandler]:
     """A handler class bound to one server's services and settings.
 
@@ -531,7 +565,12 @@ def make_handler(services: Services) -> type[CensusHandler]:
         "use_sendfile": False,
         "proto_cmds": allowed_commands(TLS_FTPHandler.proto_cmds, active),
         "dtp_handler": type(
-            "ServerDTPHandler", (CensusDTPHandler,), {"timeout": server.data_timeout}
+            "ServerDTPHandler",
+            (CensusDTPHandler,),
+            {
+                "timeout": server.data_timeout,
+                "session_reuse_required": server.tls_session_reuse_required,
+            },
         ),
     }
     return type("ServerHandler", (CensusHandler,), attributes)

@@ -1,0 +1,71 @@
+"""Data connections must resume the control connection's TLS session."""
+
+from __future__ import annotations
+
+import ftplib
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import TEST_PASSWORD, Instance, RunningServer
+from ftpclient import download, login, upload
+
+
+def _fresh_handshake_client(server) -> ftplib.FTP_TLS:
+    client = login(server.address, server.cafile, "wuhan", TEST_PASSWORD)
+    client.reuse_session = False
+    return client
+
+
+def test_download_without_session_reuse_gets_522_and_no_bytes(sqlite_server) -> None:
+    good = login(sqlite_server.address, sqlite_server.cafile, "wuhan", TEST_PASSWORD)
+    upload(good, "机密.pdf", b"secret bytes")
+    good.quit()
+    client = _fresh_handshake_client(sqlite_server)
+    received = io.BytesIO()
+    with pytest.raises(ftplib.Error, match="522"):
+        client.retrbinary("RETR 机密.pdf", received.write)
+    assert received.getvalue() == b""
+    client.close()
+
+
+def test_listing_without_session_reuse_gets_522(sqlite_server) -> None:
+    client = _fresh_handshake_client(sqlite_server)
+    with pytest.raises(ftplib.Error, match="522"):
+        client.nlst()
+    client.close()
+
+
+def test_upload_without_session_reuse_gets_522_and_stores_nothing(
+    sqlite_server,
+) -> None:
+    client = _fresh_handshake_client(sqlite_server)
+    with pytest.raises((ftplib.Error, OSError)):
+        upload(client, "新.pdf", b"x" * 100_000)
+    client.close()
+    check = login(sqlite_server.address, sqlite_server.cafile, "wuhan", TEST_PASSWORD)
+    assert check.nlst() == []
+    check.quit()
+
+
+@pytest.fixture
+def lenient(tmp_path: Path) -> Iterator[RunningServer]:
+    instance = Instance(
+        tmp_path / "i",
+        f"sqlite:///{tmp_path / 'db.sqlite'}",
+        tls_session_reuse_required="false",
+    )
+    instance.add_account("wuhan", "prefecture", "420100")
+    running = RunningServer(instance)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_reuse_can_be_switched_off_for_clients_that_cannot(lenient) -> None:
+    client = _fresh_handshake_client(lenient)
+    upload(client, "文件.pdf", b"data")
+    assert download(client, "文件.pdf") == b"data"
+    client.quit()
