@@ -42,6 +42,9 @@ RMDIR = "rmdir"
 REFUSED = "refused"
 INTEGRITY = "integrity_failure"
 ADMIN = "admin"
+# Pre-review: a report judged and written; a submission declared complete.
+PREREVIEW = "prereview"
+SUBMISSION_COMPLETE = "submission_complete"
 # Written by the audit writer itself when its queue overflowed and events
 # were dropped; details carry the count and the time range of the loss.
 EVENTS_LOST = "events_lost"

@@ -127,7 +127,8 @@ def verify_export(
         problem = Problem(ProblemKind.BAD_CHECKPOINT, 0, f"export damaged: {exc}")
         return CheckpointMarks({}, None, None).result(ScanResult(0, None, problem))
 
-    marks = CheckpointMarks.build([checkpoint], key or own_key, extra)
+    required = [checkpoint, *([extra] if extra is not None else [])]
+    marks = CheckpointMarks.build([], key or own_key, required)
     if key is None:
         marks.warnings.append(
             f"public key taken from the export itself (key id {own_key.key_id}); "

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import heapq
 import itertools
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable
 
-from .events import AuditEvent, DurableCallback
+from .events import AuditEvent, AuditUnavailable, DurableCallback
 
 
 class State(enum.Enum):
@@ -98,6 +100,10 @@ class PendingQueue:
         batch.sort(key=lambda item: item.order)
         return batch
 
+    def has_durable(self) -> bool:
+        with self._cond:
+            return any(item.state is State.QUEUED for item in self._durable)
+
     def take_durable(self) -> list[Pending]:
         """Every queued durable item (to refuse them while the DB is down)."""
         with self._cond:
@@ -147,3 +153,58 @@ class PendingQueue:
                 item.state = State.TAKEN
                 batch.append(item)
         return batch
+
+
+class OnceCallback:
+    """A durable callback that runs at most once, whoever calls it first
+    (the writer with the outcome, or the deadline watchdog)."""
+
+    def __init__(self, done: DurableCallback) -> None:
+        self._done = done
+        self._lock = threading.Lock()
+        self._called = False
+
+    def __call__(self, exc: BaseException | None) -> None:
+        with self._lock:
+            if self._called:
+                return
+            self._called = True
+        self._done(exc)
+
+
+class Deadlines:
+    """A watchdog thread that fails durable events not settled in time,
+    even while the writer thread is stuck in a database call that hangs."""
+
+    def __init__(self, queue: PendingQueue) -> None:
+        self._queue = queue
+        self._heap: list[tuple[float, int, Pending, OnceCallback]] = []
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(
+            target=self._run, name="censusdrop-audit-deadlines", daemon=True
+        )
+        self._thread.start()
+
+    def watch(self, item: Pending, done: OnceCallback, timeout: float) -> None:
+        with self._cond:
+            deadline = time.monotonic() + timeout
+            heapq.heappush(self._heap, (deadline, item.order, item, done))
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._stopped:
+                now = time.monotonic()
+                while self._heap and self._heap[0][0] <= now:
+                    _, _, item, done = heapq.heappop(self._heap)
+                    self._queue.cancel(item)
+                    done(AuditUnavailable("audit event not recorded in time"))
+                wait = self._heap[0][0] - now if self._heap else None
+                self._cond.wait(wait)

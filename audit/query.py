@@ -165,13 +165,6 @@ def sessions(engine: sa.Engine, where: EventFilter) -> list[SessionSummary]:
         return [SessionSummary(**row._mapping) for row in conn.execute(query)]
 
 
-def event_to_json(event: StoredEvent) -> dict[str, Any]:
-    """A JSON-ready dict (times as UTC ISO text)."""
-    content = dataclasses.asdict(event)
-    content["at"] = event.at.isoformat()
-    return content
-
-
 def _conditions(where: EventFilter) -> list[sa.ColumnElement[bool]]:
     t = audit_events
     conditions: list[sa.ColumnElement[bool]] = []

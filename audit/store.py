@@ -1,13 +1,12 @@
-"""Writing the audit chain: ``AuditLog`` (synchronous) and ``AuditWriter``.
+"""Writing the audit chain: ``AuditWriter``, the ``AuditSink`` the server
+uses (and ``AuditLog``, re-exported from ``append``, for direct appends).
 
-``AuditLog.append`` is one serialised transaction (see ``locking``): read
-the head, seal each event after it, insert, commit. Any number of threads
-and processes may append at once; the chain stays linear.
-
-``AuditWriter`` is the ``AuditSink`` the server uses. One thread owns the
-writing; producers only touch an in-memory queue, so ``emit`` never waits
-for the database. The thread commits whatever is queued in one transaction
-(group commit, up to ``max_batch`` events), durable events first.
+One writer thread owns the writing; producers only touch an in-memory
+queue, so ``emit`` never waits for the database. The thread commits
+whatever is queued in one transaction (group commit, up to ``max_batch``
+events), durable events first. A durable event still submitted while the
+database is known to be down triggers one prompt attempt, so transfers
+resume as soon as the database is back.
 
 When the database fails, the writer fails closed and keeps running:
 
@@ -26,12 +25,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
-from .chain import ROW_FIELDS, check_event, format_time, seal
+from .append import AuditLog
+from .chain import check_event, format_time
 from .checkpoint import SigningKey, make_checkpoint
 from .events import (
     EVENTS_LOST,
@@ -41,9 +40,9 @@ from .events import (
     AuditUnavailable,
     DurableCallback,
 )
-from .locking import chain_transaction, prepare_engine, read_connection
-from .pending import Pending, PendingQueue
-from .schema import ChainHead, audit_events, read_head
+from .pending import Deadlines, OnceCallback, Pending, PendingQueue
+
+__all__ = ["AuditLog", "AuditWriter"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,32 +62,6 @@ _OUTAGE_ERRORS = (
 )
 
 
-class AuditLog:
-    """Synchronous, serialised appends to the audit chain."""
-
-    def __init__(self, engine: sa.Engine) -> None:
-        prepare_engine(engine)
-        self.engine = engine
-
-    def append(self, events: Sequence[AuditEvent]) -> list[int]:
-        """Commit ``events`` in one transaction; return their seq numbers."""
-        if not events:
-            return []
-        with chain_transaction(self.engine) as conn:
-            head = read_head(conn)
-            params, prev = [], head.hash
-            for offset, event in enumerate(events, start=1):
-                row = seal(event, head.seq + offset, prev)
-                prev = row[-1]
-                params.append(_insert_params(row, event))
-            conn.execute(audit_events.insert(), params)
-        return list(range(head.seq + 1, head.seq + len(events) + 1))
-
-    def head(self) -> ChainHead:
-        with read_connection(self.engine) as conn:
-            return read_head(conn)
-
-
 class AuditWriter:
     """The database-backed ``AuditSink``: a writer thread with group commit.
 
@@ -99,6 +72,8 @@ class AuditWriter:
     - ``max_batch`` (500): most events committed in one transaction.
     - ``retry_max`` (5.0): longest pause, in seconds, between attempts
       while the database is unavailable.
+    - ``durable_timeout`` (10.0): seconds after which ``submit_durable``
+      reports failure if the event is still not committed.
     - ``checkpoint_key`` (None): if given, a signed checkpoint is made
       after every ``checkpoint_every`` (10000) events, and after
       ``checkpoint_interval`` (600.0) seconds if any event was written.
@@ -117,6 +92,7 @@ class AuditWriter:
         checkpoint_key: SigningKey | None = None,
         checkpoint_every: int = 10_000,
         checkpoint_interval: float = 600.0,
+        durable_timeout: float = 10.0,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
@@ -126,10 +102,13 @@ class AuditWriter:
         self._retry_max = retry_max
         self._retry_delay = 0.0
         self._retry_at: float | None = None
+        self._last_attempt = 0.0
         self._lost = _LossCounter()
         self._checkpoints = _CheckpointPolicy(
             engine, checkpoint_key, checkpoint_every, checkpoint_interval
         )
+        self._durable_timeout = durable_timeout
+        self._deadlines = Deadlines(self._queue)
         self._thread = threading.Thread(
             target=self._run, name="censusdrop-audit-writer", daemon=True
         )
@@ -139,6 +118,11 @@ class AuditWriter:
     def is_healthy(self) -> bool:
         """False while the database is known to be failing."""
         return self._retry_at is None
+
+    @property
+    def backlog(self) -> int:
+        """Events queued and not yet taken for writing."""
+        return len(self._queue)
 
     def emit(self, event: AuditEvent) -> None:
         """Queue an event; never blocks. Raises only for a malformed event."""
@@ -173,11 +157,16 @@ class AuditWriter:
     def submit_durable(self, event: AuditEvent, done: DurableCallback) -> None:
         """Record ``event``; ``done(None)`` once committed, else ``done(exc)``.
 
-        ``done`` runs on the writer thread, except when the event is refused
-        at once (queue full or writer closed): then it runs before this
-        returns, on the caller's thread.
+        ``done`` is called exactly once: on the writer thread; on the
+        deadline thread if the event is not settled within
+        ``durable_timeout`` (even if the database hangs); or before this
+        returns, on the caller's thread, if the event is refused at once
+        (queue full or writer closed).
         """
-        self._submit(event, done)
+        once = OnceCallback(done)
+        item = self._submit(event, once)
+        if item is not None:
+            self._deadlines.watch(item, once, self._durable_timeout)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is written; False on timeout."""
@@ -187,6 +176,7 @@ class AuditWriter:
         """Write what is queued (one attempt if the DB is down) and stop."""
         self._queue.close()
         self._thread.join(timeout)
+        self._deadlines.stop()
         if self._thread.is_alive():
             logger.error("audit writer did not stop within %.1fs", timeout)
 
@@ -208,9 +198,10 @@ class AuditWriter:
         self._drain()
 
     def _step(self) -> None:
-        if self._retry_at is not None and time.monotonic() < self._retry_at:
+        wait = self._backoff_wait()
+        if wait is not None:
             self._refuse(self._queue.take_durable(), "audit database unavailable")
-            self._queue.wait_for_durable(self._retry_at - time.monotonic())
+            self._queue.wait_for_durable(wait)
             return
         batch = self._queue.take(self._max_batch, IDLE_TICK)
         try:
@@ -219,6 +210,25 @@ class AuditWriter:
             self._after_write()
         finally:
             self._queue.finish()
+
+    def _backoff_wait(self) -> float | None:
+        """Seconds to go on refusing durable events without trying the
+        database, or None to try it now.
+
+        While it is down, ordinary events wait for the next retry; a durable
+        event triggers an attempt at once unless one was just made, so a
+        transfer is refused promptly but service resumes as soon as the
+        database is back.
+        """
+        if self._retry_at is None:
+            return None
+        now = time.monotonic()
+        wait = self._retry_at - now
+        if wait <= 0:
+            return None
+        if self._queue.has_durable() and now - self._last_attempt >= RETRY_MIN:
+            return None
+        return wait
 
     def _drain(self) -> None:
         while batch := self._queue.take(self._max_batch, 0):
@@ -231,6 +241,7 @@ class AuditWriter:
         self._after_write()
         self._refuse(self._queue.take_durable(), "audit writer closed")
         left = self._queue.take(len(self._queue) + 1, 0)
+        self._queue.finish()
         if left:
             logger.error("audit writer closed with %d event(s) unwritten", len(left))
             for item in left:
@@ -238,6 +249,7 @@ class AuditWriter:
 
     def _write(self, batch: list[Pending]) -> bool:
         """Commit a batch; False if the database is unavailable."""
+        self._last_attempt = time.monotonic()
         try:
             self._log.append([item.event for item in batch])
         except _OUTAGE_ERRORS as exc:
@@ -370,12 +382,6 @@ class _CheckpointPolicy:
             return
         logger.info("audit checkpoint seq=%d", checkpoint.seq)
         self._written, self._last = 0, time.monotonic()
-
-
-def _insert_params(row: Sequence[Any], event: AuditEvent) -> dict[str, Any]:
-    params = dict(zip(ROW_FIELDS, row, strict=True))
-    params["at"] = event.at
-    return params
 
 
 def _call(done: DurableCallback, exc: BaseException | None) -> None:

@@ -38,7 +38,7 @@ from .schema import audit_events, chain_rows_select, read_head
 
 BATCH_SIZE = 20_000
 # Below this many entries, starting worker processes costs more than it saves.
-PARALLEL_THRESHOLD = 150_000
+PARALLEL_THRESHOLD = 300_000
 MAX_WORKERS = 4
 
 __all__ = ["Problem", "ProblemKind", "VerifyResult", "verify_database"]
@@ -90,7 +90,8 @@ def verify_database(
     chains longer than ``PARALLEL_THRESHOLD``, else none.
     """
     # Checkpoints first: one made after the head is read could lie beyond it.
-    marks = CheckpointMarks.build(list_checkpoints(engine), key, extra)
+    required = [extra] if extra is not None else []
+    marks = CheckpointMarks.build(list_checkpoints(engine), key, required)
     if marks.problem is not None:
         return marks.result(ScanResult(0, None, marks.problem))
     with read_connection(engine) as conn:
@@ -174,27 +175,26 @@ def iter_chain_rows(
     until: int | None = None,
     batch_size: int = BATCH_SIZE,
 ) -> Iterator[Row]:
-    """Chain rows (plain tuples) with ``after < seq <= until`` in seq order.
+    """Chain rows (plain tuples) with ``after < seq <= until`` (default: the
+    head) in seq order.
 
-    Keyset pagination, so no cursor or transaction stays open between
-    batches; each batch goes through a raw DBAPI cursor, which is much
-    faster than result rows for the millions of rows a verification reads.
-    The upper bound is applied here, not in SQL: with both bounds and stale
-    statistics PostgreSQL may sort the whole range for every batch.
+    Batches are seq ranges, so no cursor or transaction stays open and each
+    query is an index range scan whatever the planner's statistics say (a
+    LIMIT query on a freshly filled PostgreSQL table may sort the whole
+    table for every batch). Each batch goes through a raw DBAPI cursor,
+    which is much faster than result rows for millions of rows.
     """
+    if until is None:
+        with read_connection(engine) as conn:
+            until = read_head(conn).seq
     seq = audit_events.c.seq
     base = chain_rows_select(engine.dialect).order_by(seq)
-    while until is None or after < until:
-        limit = batch_size if until is None else min(batch_size, until - after)
-        query = base.where(seq > sa.literal(after, sa.BigInteger())).limit(limit)
+    while after < until:
+        upper = min(after + batch_size, until)
+        query = base.where(seq > _int(after), seq <= _int(upper))
         rows = _fetch_all(engine, _literal_sql(engine, query))
-        if until is not None and rows and rows[-1][0] > until:
-            rows = [row for row in rows if row[0] <= until]
-            limit = len(rows) + 1  # past the end: this is the last batch
         yield from rows
-        if len(rows) < limit:
-            return
-        after = int(rows[-1][0])
+        after = upper if rows else _next_seq(engine, upper) - 1
 
 
 def find_seq_of_hash(engine: sa.Engine, digest: str) -> int | None:
@@ -221,12 +221,13 @@ class CheckpointMarks:
         cls,
         stored: Sequence[Checkpoint],
         key: VerifyKey | None,
-        extra: Checkpoint | None = None,
+        required: Sequence[Checkpoint] = (),
     ) -> CheckpointMarks:
+        """Marks from ``stored`` checkpoints (those by other keys are
+        skipped) and ``required`` ones (which must be signed by ``key``)."""
         marks = cls({}, None, key.key_id if key else None)
-        given = [*stored, *([extra] if extra else [])]
         if key is None:
-            if given:
+            if stored or required:
                 marks.warnings.append("no public key: checkpoints were not checked")
             return marks
         others = [c for c in stored if c.key_id != key.key_id]
@@ -234,14 +235,16 @@ class CheckpointMarks:
             marks.warnings.append(
                 f"{len(others)} checkpoint(s) signed by another key were skipped"
             )
-        if extra is not None and extra.key_id != key.key_id:
-            marks.problem = Problem(
-                ProblemKind.BAD_CHECKPOINT,
-                extra.seq,
-                f"the given checkpoint was signed by key {extra.key_id[:16]}…, "
-                f"not by the trusted key {key.key_id[:16]}…",
-            )
-        for checkpoint in given:
+        for checkpoint in required:
+            if checkpoint.key_id != key.key_id:
+                marks.problem = Problem(
+                    ProblemKind.BAD_CHECKPOINT,
+                    checkpoint.seq,
+                    f"the checkpoint was signed by key {checkpoint.key_id[:16]}…, "
+                    f"not by the trusted key {key.key_id[:16]}…",
+                )
+                return marks
+        for checkpoint in [*stored, *required]:
             if checkpoint.key_id == key.key_id and marks.problem is None:
                 marks.add(checkpoint, key)
         if not marks.heads and marks.problem is None:
@@ -344,11 +347,23 @@ def _scan_in_worker(
         engine.dispose()
 
 
+def _int(value: int) -> sa.ColumnElement[int]:
+    return sa.literal(value, sa.BigInteger())
+
+
+def _next_seq(engine: sa.Engine, after: int) -> int:
+    """The first seq above ``after`` (to skip a gap at once), or a huge one."""
+    query = sa.select(sa.func.min(audit_events.c.seq)).where(audit_events.c.seq > after)
+    with read_connection(engine) as conn:
+        found = conn.execute(query).scalar()
+    return int(found) if found is not None else 2**63 - 1
+
+
 def _row_before(engine: sa.Engine, seq: int) -> Row | None:
     column = audit_events.c.seq
     query = (
         chain_rows_select(engine.dialect)
-        .where(column < sa.literal(seq, sa.BigInteger()))
+        .where(column < _int(seq))
         .order_by(column.desc())
         .limit(1)
     )

@@ -1,0 +1,154 @@
+"""Appending to the chain: round trip, linearity, fork-proofing, locking."""
+
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from censusdrop.audit import events as ev
+from censusdrop.audit.chain import GENESIS_HASH
+from censusdrop.audit.events import AuditEvent
+from censusdrop.audit.query import EventFilter, find_events
+from censusdrop.audit.schema import audit_events, metadata
+from censusdrop.audit.store import AuditLog
+from censusdrop.audit.verify import verify_database
+
+AT = dt.datetime(2020, 6, 15, 8, 30, 0, 123456, tzinfo=dt.UTC)
+PROCESSES = 4
+EVENTS_EACH = 500
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    engine = sa.create_engine(database_url)
+    metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+def full_event(**changes: Any) -> AuditEvent:
+    fields: dict[str, Any] = {
+        "action": ev.DOWNLOAD_END,
+        "outcome": ev.OK,
+        "at": AT,
+        "account": "专家甲",
+        "role": "reviewer",
+        "prefecture": "420100",
+        "session": "5f2c9a",
+        "remote": "10.0.0.8:51234",
+        "path": "/420100/01 验收申请/申请表.pdf",
+        "version": "3",
+        "bytes": 2**40 + 7,
+        "digest": "ab" * 32,
+        "details": {"reply": 226, "tls": ["TLSv1.3", "AES"], "note": None},
+    }
+    fields.update(changes)
+    return AuditEvent(**fields)
+
+
+def test_an_event_round_trips_with_all_its_fields(engine: sa.Engine) -> None:
+    event = full_event()
+
+    AuditLog(engine).append([event])
+    (stored,) = find_events(engine, EventFilter())
+
+    assert stored.seq == 1
+    assert stored.prev_hash == GENESIS_HASH
+    for name in ("action", "outcome", "at", "account", "role", "prefecture"):
+        assert getattr(stored, name) == getattr(event, name), name
+    for name in ("session", "remote", "path", "version", "bytes", "digest"):
+        assert getattr(stored, name) == getattr(event, name), name
+    assert stored.details == event.details
+    assert stored.at.tzinfo is not None
+
+
+def test_times_in_other_zones_are_stored_as_the_same_instant(engine: sa.Engine) -> None:
+    shanghai = dt.timezone(dt.timedelta(hours=8))
+    AuditLog(engine).append([full_event(at=AT.astimezone(shanghai))])
+
+    (stored,) = find_events(engine, EventFilter())
+    assert stored.at == AT
+    assert stored.at.utcoffset() == dt.timedelta(0)
+
+
+def test_appends_get_consecutive_seqs_and_form_one_chain(engine: sa.Engine) -> None:
+    log = AuditLog(engine)
+
+    first = log.append([full_event(), full_event(action=ev.LIST)])
+    second = log.append([full_event(action=ev.LOGOUT)])
+
+    assert first == [1, 2]
+    assert second == [3]
+    assert log.append([]) == []
+    stored = list(find_events(engine, EventFilter()))
+    assert [e.prev_hash for e in stored[1:]] == [e.hash for e in stored[:-1]]
+    assert log.head().seq == 3 and log.head().hash == stored[-1].hash
+    assert verify_database(engine, None).ok
+
+
+def test_the_schema_refuses_a_second_entry_after_the_same_predecessor(
+    engine: sa.Engine,
+) -> None:
+    AuditLog(engine).append([full_event()])
+    with engine.connect() as conn:
+        row = dict(conn.execute(sa.select(audit_events)).mappings().one())
+    fork = {**row, "seq": 2, "hash": "f" * 64}
+
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+        conn.execute(audit_events.insert(), [fork])
+
+
+def test_sqlite_transactions_stay_atomic_after_the_store_takes_over_begin(
+    tmp_path: Path,
+) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'early.db'}")
+    metadata.create_all(engine)  # pools a connection in sqlite3's own mode
+    try:
+        log = AuditLog(engine)
+        log.append([full_event()])
+        with engine.connect() as conn, conn.begin() as transaction:
+            conn.execute(sa.delete(audit_events))
+            transaction.rollback()
+        assert log.head().seq == 1
+    finally:
+        engine.dispose()
+
+
+def _append_in_process(url: str, worker: int, start: Any) -> None:
+    engine = sa.create_engine(url)
+    log = AuditLog(engine)
+    start.wait()
+    for number in range(EVENTS_EACH):
+        log.append([AuditEvent(ev.LIST, account=f"w{worker}", path=f"/{number}")])
+    engine.dispose()
+
+
+@pytest.mark.slow
+def test_four_processes_appending_at_once_make_one_valid_chain(
+    engine: sa.Engine, database_url: str
+) -> None:
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(PROCESSES)
+    workers = [
+        context.Process(target=_append_in_process, args=(database_url, n, start))
+        for n in range(PROCESSES)
+    ]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(90)
+    assert [p.exitcode for p in workers] == [0] * PROCESSES
+
+    result = verify_database(engine, None)
+    assert result.ok, result.problem
+    assert result.events == result.head_seq == PROCESSES * EVENTS_EACH
+    accounts = [e.account for e in find_events(engine, EventFilter())]
+    for n in range(PROCESSES):
+        assert accounts.count(f"w{n}") == EVENTS_EACH
+    # Interleaved, not one process after the other.
+    assert len({accounts[i] for i in range(0, 2000, 100)}) > 1
