@@ -57,9 +57,13 @@ def decode_line(raw: bytes) -> tuple[str, str]:
         ) from None
 
 
+FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
 def has_forbidden_characters(text: str) -> bool:
-    """Control characters (Cc) and invisible format characters (Cf)."""
-    return any(unicodedata.category(char) in ("Cc", "Cf", "Cs") for char in text)
+    """Control, format (invisible, bidirectional), surrogate, private-use,
+    unassigned characters and line/paragraph separators."""
+    return any(unicodedata.category(char) in FORBIDDEN_CATEGORIES for char in text)
 
 
 def check_component(name: str) -> str:
