@@ -11,7 +11,10 @@ Modules, in the order data flows through them:
 - ``checkpoint``: the Ed25519 signing key and signed checkpoints;
 - ``verify`` and ``diagnose``: recomputing the chain and naming the first
   bad entry; ``export``: offline exports and their verification;
-- ``query``: filtered events, the download ledger, session summaries.
+- ``query``: filtered events, the download ledger, session summaries;
+  ``report``: the auditors' HTML report (``report_data`` reads, ``report_stats``
+  counts, ``report_rules`` finds, ``report_html``/``report_access``/
+  ``report_svg``/``report_page``/``report_text`` write the page).
 
 Exceptions::
 
@@ -20,7 +23,8 @@ Exceptions::
     │                             the access it describes must not happen
     ├── KeyFileError              (checkpoint) key file missing or unsafe
     ├── CheckpointFileError       (checkpoint) checkpoint file unreadable
-    └── ExportError               (export) export not writable or readable
+    ├── ExportError               (export) export not writable or readable
+    └── ReportError               (report) report not writable
 
 Malformed events (details that are not JSON, a negative size) raise
 ``TypeError``/``ValueError`` in the caller, when emitted.

@@ -45,6 +45,10 @@ ADMIN = "admin"
 # Pre-review: a report judged and written; a submission declared complete.
 PREREVIEW = "prereview"
 SUBMISSION_COMPLETE = "submission_complete"
+# Acceptance rounds: a prefecture's state changed in a round; a session
+# closed because the reviewer's access ended (window end or revocation).
+ROUND_STATE = "round_state"
+ACCESS_ENDED = "access_ended"
 # Written by the audit writer itself when its queue overflowed and events
 # were dropped; details carry the count and the time range of the loss.
 EVENTS_LOST = "events_lost"

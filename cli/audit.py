@@ -41,6 +41,7 @@ from censusdrop.audit.query import (
     find_events,
     sessions,
 )
+from censusdrop.audit.report import build_report, write_report
 from censusdrop.audit.store import AuditLog
 from censusdrop.audit.verify import VerifyResult, verify_database
 from censusdrop.cli.audit_output import (
@@ -50,6 +51,7 @@ from censusdrop.cli.audit_output import (
     SESSION_COLUMNS,
     Printer,
 )
+from censusdrop.cli.audit_report import report_choices, report_options, request_details
 
 
 class AuditContext(Protocol):
@@ -235,6 +237,46 @@ def export_command(ctx: click.Context, directory: Path) -> None:
         summary = export_log(engine, key, directory)
     click.echo(f"exported {summary.events} entries to {summary.directory}")
     click.echo(_describe_checkpoint(summary.checkpoint, app.timezone))
+
+
+@audit.command("report")
+@click.option(
+    "--html", "html_path", required=True,
+    type=click.Path(dir_okay=False, path_type=Path), help="Write the page here.",
+)  # fmt: skip
+@click.option(
+    "--public-key", "public_key_path", type=click.Path(exists=True, path_type=Path),
+    help="Trust this public key (default: the configured signing key).",
+)  # fmt: skip
+@report_choices
+@click.pass_context
+def report_command(
+    ctx: click.Context, /, html_path: Path, public_key_path: Path | None, **choices: Any
+) -> None:
+    """Write the auditors' report: one self-contained HTML page (Chinese,
+    printable, no network needed) with the chain verification, who accessed
+    what and when, downloads, refusals and lockouts, and what deserves a
+    look. Without --round or --from, it covers the whole log. Exit code 1:
+    not written, or written but the chain failed verification.
+
+    Example: censusdrop audit report --from 2020-09-28 --to 2020-10-11
+    --html audit-report.html
+    """
+    app = _app(ctx)
+    at = dt.datetime.now(dt.UTC)
+    with _domain_errors():
+        engine = app.engine()
+        options = report_options(engine, app, _zone(app), at, **choices)
+        key = _trusted_key(app, public_key_path)
+        _record_admin(engine, "audit report", request_details(html_path, options))
+        report = build_report(engine, key, options, at=at, operator=_os_user())
+        write_report(report, html_path)
+    found = report.findings.total
+    click.echo(f"report written to {html_path} ({found} findings to look at)")
+    if not report.verification.ok:
+        problem = report.verification.problem
+        click.echo(f"Error: chain verification FAILED: {problem}", err=True)
+        ctx.exit(1)
 
 
 @audit.command("public-key")

@@ -11,6 +11,10 @@ from types import FrameType
 import click
 from censusdrop.cli.accounts import AdminSession, account_group, record
 from censusdrop.cli.context import AppContext, now
+from censusdrop.cli.custody import custody_group, reinstate, revoke
+from censusdrop.cli.files import files_group, import_command
+from censusdrop.cli.rounds import round_group
+from censusdrop.cli.validate import status_command, validate_command
 from censusdrop.config.prefectures import PrefectureError
 from censusdrop.config.settings import CONFIG_NAME, ConfigError
 from censusdrop.server.accounts import AccountError
@@ -86,8 +90,9 @@ def run_server(
         server = CensusServer(services, host=host, port=port)
     except StartupError as exc:
         raise click.ClickException(str(exc)) from exc
-    announce(server, app)
+    # Handlers first: whoever reads the announcement may signal at once.
     install_signal_handlers(server)
+    announce(server, app)
     server.serve()
 
 
@@ -195,6 +200,14 @@ def _register_optional_groups() -> None:
 
 
 cli.add_command(account_group)
+cli.add_command(files_group)
+cli.add_command(import_command)
+account_group.add_command(revoke)
+account_group.add_command(reinstate)
+cli.add_command(round_group)
+cli.add_command(custody_group)
+cli.add_command(validate_command)
+cli.add_command(status_command)
 _register_optional_groups()
 
 

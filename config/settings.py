@@ -65,6 +65,7 @@ class DatabaseSettings:
 class StorageSettings:
     data_root: Path = Path("data")
     keys_dir: Path = Path("keys")
+    partial_hours: float = 24.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +94,15 @@ class ReferenceSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class PrereviewSettings:
+    """Automatic pre-review of uploads (see ``censusdrop.server.prereview``)."""
+
+    enabled: bool = True
+    quiet_seconds: float = 10.0
+    observer: str = "native"
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     """The whole configuration. ``base_dir`` anchors relative paths."""
 
@@ -104,6 +114,7 @@ class Settings:
     security: SecuritySettings = SecuritySettings()
     audit: AuditSettings = AuditSettings()
     reference: ReferenceSettings = ReferenceSettings()
+    prereview: PrereviewSettings = PrereviewSettings()
 
     def path(self, value: Path) -> Path:
         return value if value.is_absolute() else self.base_dir / value
@@ -130,6 +141,7 @@ SECTIONS: dict[str, type] = {
     "security": SecuritySettings,
     "audit": AuditSettings,
     "reference": ReferenceSettings,
+    "prereview": PrereviewSettings,
 }
 
 
@@ -290,6 +302,8 @@ def _check(settings: Settings) -> None:
             raise ConfigError(f"tls.{key}: {getattr(tls, key)!r} must be 1.2 or 1.3")
     if tls.min_version > tls.max_version:
         raise ConfigError("tls.min_version: must not be above tls.max_version")
+    if not 0 < settings.storage.partial_hours <= 24 * 30:
+        raise ConfigError("storage.partial_hours: must lie within 0-720 (and not 0)")
     security = settings.security
     if security.lockout_threshold < 1:
         raise ConfigError("security.lockout_threshold: must be at least 1")
@@ -301,3 +315,13 @@ def _check(settings: Settings) -> None:
         raise ConfigError(
             f"audit.timezone: {settings.audit.timezone!r} is not a known time zone"
         ) from None
+    _check_prereview(settings.prereview)
+
+
+def _check_prereview(prereview: PrereviewSettings) -> None:
+    if not 0 <= prereview.quiet_seconds <= 3600:
+        raise ConfigError("prereview.quiet_seconds: must lie within 0-3600")
+    if prereview.observer not in ("native", "polling"):
+        raise ConfigError(
+            f"prereview.observer: {prereview.observer!r} must be native or polling"
+        )

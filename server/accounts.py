@@ -43,6 +43,10 @@ class LoginOutcome(enum.Enum):
     NETWORK_NOT_ALLOWED = "network_not_allowed"
     ADDRESS_THROTTLED = "address_throttled"
     NO_FTP_ACCESS = "no_ftp_access"
+    # Decided by the round policy (censusdrop.server.policy) after the
+    # password: a revoked reviewer, or a reviewer outside the review window.
+    REVOKED = "revoked"
+    OUTSIDE_REVIEW_WINDOW = "outside_review_window"
 
 
 @dataclasses.dataclass(frozen=True)

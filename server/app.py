@@ -20,13 +20,16 @@ from typing import Any
 from censusdrop.audit.checkpoint import load_signing_key
 from censusdrop.audit.events import AuditError
 from censusdrop.audit.store import AuditWriter
+from censusdrop.config.checklist import ChecklistError
 from censusdrop.config.prefectures import PrefectureError, load_prefectures
 from censusdrop.config.settings import ConfigError, Settings
 from censusdrop.server.accounts import AccountStore, LockoutPolicy
 from censusdrop.server.db import DatabaseError, check_schema, make_engine
+from censusdrop.server.guard import AccessGuard
 from censusdrop.server.handler import CensusHandler, make_handler
 from censusdrop.server.loop import LoopBridge
 from censusdrop.server.passwords import Argon2Cost, PasswordHasher
+from censusdrop.server.prereview import PrereviewService
 from censusdrop.server.services import Services
 from censusdrop.server.storage.errors import StorageError
 from censusdrop.server.storage.keyring import Keyring
@@ -100,7 +103,12 @@ def open_services(settings: Settings, *, with_tls: bool = True) -> Services:
         address_window=_minutes(security.ip_failure_window_minutes),
     )
     accounts = AccountStore(engine, password_hasher(settings), prefectures, policy)
-    storage = Storage(settings.path(settings.storage.data_root), keyring, engine)
+    storage = Storage(
+        settings.path(settings.storage.data_root),
+        keyring,
+        engine,
+        partial_lifetime=_minutes(round(settings.storage.partial_hours * 60)),
+    )
     return Services(
         settings=settings,
         engine=engine,
@@ -124,8 +132,15 @@ class CensusServer:
     ) -> None:
         self.services = services
         server = services.settings.server
+        try:  # first: nothing to undo when the checklist is unusable
+            self.prereview = PrereviewService.from_services(services)
+        except ChecklistError as exc:
+            raise StartupError(f"reference.checklist: {exc}") from exc
         self.ioloop = IOLoop()
         services.bridge = LoopBridge(self.ioloop)
+        # Ends reviewer sessions when their access ends (guard.py).
+        self.guard = AccessGuard(services, self.ioloop)
+        self.guard.start()
         handler = make_handler(services)
         self._stop = threading.Event()
         self._stopped = threading.Event()
@@ -144,6 +159,10 @@ class CensusServer:
             listener.max_cons_per_ip = server.max_connections_per_ip
         swept = services.storage.prepare()
         logger.info("storage ready swept=%d", swept)
+        # Expire interrupted uploads and finish what a crash left in staging.
+        self.ioloop.call_every(
+            600, services.bridge.executor.submit, services.storage.sweep
+        )
 
     def _listen(self, handler: type[CensusHandler], host: str, port: int) -> FTPServer:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -175,6 +194,8 @@ class CensusServer:
     def serve(self) -> None:
         """Run until ``stop``; then close every session and the listeners."""
         try:
+            if self.prereview is not None:
+                self.prereview.start()
             while not self._stop.is_set():
                 self.ioloop.loop(timeout=0.5, blocking=False)
         finally:
@@ -192,6 +213,8 @@ class CensusServer:
 
     def _shutdown(self) -> None:
         try:
+            if self.prereview is not None:
+                self.prereview.stop()  # before the audit writer and engine go
             for listener in self.listeners:
                 listener.close()
             self.services.bridge.close()

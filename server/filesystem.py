@@ -15,15 +15,18 @@ import dataclasses
 import os
 import stat as stat_module
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from censusdrop.config.prefectures import Prefecture
 from censusdrop.server import names
+from censusdrop.server.storage.errors import IntegrityError
 from censusdrop.server.storage.store import (
     AlreadyExists,
     Entry,
+    NoSpace,
     NotEmpty,
     NotFound,
+    ResumeRefused,
     Storage,
     StorageError,
     WrongKind,
@@ -40,6 +43,50 @@ WRITE_PERMS = "adfmw"
 
 class Refused(FilesystemError):  # type: ignore[misc]
     """An operation the account may not do; the text is for the client."""
+
+
+class WindowClosed(Refused):
+    """A write refused only because no submission or rectification window
+    is open; the text says why and since or until when."""
+
+
+class Gate(Protocol):
+    """What the round policy answers for one session, at its clock's now
+    (``censusdrop.server.policy.SessionGate``)."""
+
+    def can_see(self, area: str) -> bool:
+        """Whether a reviewer may see this assigned prefecture now."""
+
+    def write_refusal(self, area: str) -> str | None:
+        """None if the area may be written now, else why not (Chinese)."""
+
+
+class _OpenGate:
+    """No round policy: every assigned area visible, writes always open."""
+
+    def can_see(self, area: str) -> bool:
+        return True
+
+    def write_refusal(self, area: str) -> str | None:
+        return None
+
+
+class Damaged(FilesystemError):  # type: ignore[misc]
+    """A stored file failed its integrity check (damaged, swapped, rolled
+    back); the text is for the client, the cause goes to the audit log."""
+
+
+class NoRoom(FilesystemError):  # type: ignore[misc]
+    """The server's disk is full; nothing was changed."""
+
+
+class CannotResume(Refused):
+    """No resumable upload at that offset; ``offset`` is where one could
+    resume, or None when there is none."""
+
+    def __init__(self, offset: int | None) -> None:
+        super().__init__("无法续传")
+        self.offset = offset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,10 +108,12 @@ class AccountView:
         role: str,
         own: Prefecture | None = None,
         assigned: Iterable[Prefecture] = (),
+        gate: Gate | None = None,
     ) -> None:
         self.role = role
         self.own = own
         self.folders = {prefecture.name: prefecture for prefecture in assigned}
+        self.gate: Gate = gate or _OpenGate()
         if role == "prefecture" and own is None:
             raise ValueError("a prefecture view needs its prefecture")
 
@@ -75,9 +124,19 @@ class AccountView:
         if not parts:
             return Location(None, "")
         prefecture = self.folders.get(parts[0])
-        if prefecture is None:
+        if prefecture is None or not self.gate.can_see(prefecture.code):
             raise Refused("文件或目录不存在")
         return Location(prefecture.code, "/".join(parts[1:]))
+
+    def area_of(self, virtual: str) -> Location:
+        """Where a path lands, visible now or not (for records of what
+        happened, never for access)."""
+        parts = names.split(virtual)
+        if self.own is not None:
+            return Location(self.own.code, "/".join(parts))
+        prefecture = self.folders.get(parts[0]) if parts else None
+        area = prefecture.code if prefecture is not None else None
+        return Location(area, "/".join(parts[1:]))
 
     def has_perm(self, perm: str, virtual: str) -> bool:
         if perm in READ_PERMS:
@@ -87,13 +146,23 @@ class AccountView:
         location = self.locate(virtual)
         if location.path == "" and perm in "df":
             return False  # the area's own root
-        return location.path not in REPORT_NAMES
+        if location.path in REPORT_NAMES:
+            return False
+        return self.write_refusal() is None
+
+    def write_refusal(self) -> str | None:
+        """Why this account's own area is read-only now (Chinese), or None."""
+        return None if self.own is None else self.gate.write_refusal(self.own.code)
 
     def perms(self) -> str:
         return READ_PERMS + (WRITE_PERMS if self.role == "prefecture" else "")
 
     def root_entries(self) -> list[Entry]:
-        return [Entry(name, True, 0, 0.0) for name in sorted(self.folders)]
+        return [
+            Entry(name, True, 0, 0.0)
+            for name, prefecture in sorted(self.folders.items())
+            if self.gate.can_see(prefecture.code)
+        ]
 
 
 class CensusFS(AbstractedFS):  # type: ignore[misc]
@@ -109,6 +178,7 @@ class CensusFS(AbstractedFS):  # type: ignore[misc]
         self.storage: Storage = cmd_channel.storage
         self.account: str = cmd_channel.username
         self._listed: dict[str, Entry] = {}
+        self._prepared: tuple[str, Any] | None = None
 
     # --- path handling: virtual in, virtual out
 
@@ -200,18 +270,65 @@ class CensusFS(AbstractedFS):  # type: ignore[misc]
         )
 
     def open(self, filename: str, mode: str) -> Any:
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and prepared[0] == filename:
+            return prepared[1]
+        if mode != "wb":
+            return self.prepare(filename, mode, 0)
         location = self._in_area(filename)
+        upload = self._call(
+            self.storage.begin_upload,
+            location.area,
+            location.path,
+            self.account,
+            resumable=True,
+        )
+        upload.name = filename  # transfer log lines and audit events say it so
+        return upload
+
+    # --- slow opening, off the event loop
+
+    def prepare(self, filename: str, mode: str, offset: int) -> Any:
+        """Open a download, an append or a resumed upload.
+
+        These authenticate the index, a partial's chunks or a whole file to
+        append to, so the handler runs this on a worker thread and passes
+        the result to ``hand_over``.
+        """
+        location = self._in_area(filename)
+        area, path = location.area, location.path
         if mode == "rb":
-            return self._call(self.storage.open_read, location.area, location.path)
-        if mode in ("wb", "ab"):
-            return self._call(
-                self.storage.begin_upload,
-                location.area,
-                location.path,
-                self.account,
-                append=mode == "ab",
+            handle = self._call(self.storage.open_read, area, path)
+        elif offset:
+            handle = self._call(
+                self.storage.resume_upload, area, path, self.account, offset
             )
-        raise Refused("不支持在该位置续传，请重新上传整个文件")
+        elif mode == "ab":
+            handle = self._call(
+                self.storage.begin_upload,
+                area,
+                path,
+                self.account,
+                append=True,
+                resumable=True,
+            )
+        else:
+            raise Refused("不支持该打开方式")
+        handle.name = filename
+        return handle
+
+    def hand_over(self, filename: str, handle: Any) -> None:
+        """Make the next ``open(filename)`` return ``handle``."""
+        self._prepared = (filename, handle)
+
+    def resumable_offset(self, path: str) -> int | None:
+        """Where this account's interrupted upload of ``path`` resumes."""
+        if not self.view.has_perm("w", path):
+            return None
+        location = self.view.locate(path)
+        if location.area is None:
+            return None
+        return self.storage.resumable_offset(location.area, location.path, self.account)
 
     def chmod(self, path: str, mode: int) -> None:
         raise Refused("不支持修改权限")
@@ -265,5 +382,11 @@ class CensusFS(AbstractedFS):  # type: ignore[misc]
             raise Refused("目录不为空，请先删除其中的文件") from None
         except WrongKind as exc:
             raise Refused(f"操作对象类型不符：{exc}") from None
+        except ResumeRefused as exc:
+            raise CannotResume(exc.offset) from exc
+        except IntegrityError as exc:
+            raise Damaged("服务器上的文件未通过完整性校验") from exc
+        except NoSpace as exc:
+            raise NoRoom("服务器磁盘空间不足") from exc
         except StorageError as exc:
             raise FilesystemError(f"服务器存储错误：{exc}") from exc

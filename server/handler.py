@@ -15,14 +15,23 @@ Trusts nothing a client sends. Guarantees, on top of pyftpdlib:
 - a download or upload starts only after its audit record is durable; if
   it cannot be recorded, the transfer is refused with a 4xx reply;
 - an upload becomes a file only when the data channel closed cleanly (TLS
-  close_notify); a dropped connection never creates a version.
+  close_notify) with the client still there; a dropped connection never
+  creates a version, and what it delivered can be resumed (SIZE says
+  where; REST then STOR, or APPE, continue it);
+- a download of a stored file that fails its integrity check (damaged,
+  swapped, rolled back) is refused or stopped with 451, never answered
+  226, and recorded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import functools
 import hashlib
 import logging
+import socket
+import sys
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -32,11 +41,23 @@ from censusdrop.audit import events
 from censusdrop.audit.events import AuditEvent
 from censusdrop.server import names
 from censusdrop.server.accounts import Account, LoginOutcome, LoginResult
-from censusdrop.server.filesystem import AccountView, CensusFS
+from censusdrop.server.custody import ReviewerDownload, record_off_loop
+from censusdrop.server.filesystem import (
+    WRITE_PERMS,
+    AccountView,
+    CannotResume,
+    CensusFS,
+    Damaged,
+    NoRoom,
+    WindowClosed,
+)
 from censusdrop.server.services import Services
+from censusdrop.server.storage.errors import IntegrityError
 from censusdrop.server.storage.store import Download, NoSpace, StorageError, Upload
 from OpenSSL import SSL
+from pyftpdlib.filesystems import FilesystemError
 from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
+from pyftpdlib.utils import strerror
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +79,11 @@ ALLOWED = frozenset(
     """.split()
 )
 ACTIVE_MODE = frozenset({"PORT", "EPRT"})
+# Before login only these run; FEAT and OPTS let clients discover AUTH TLS
+# and UTF-8, NOOP keeps a slow typist's connection alive.
+LOGIN_SEQUENCE = frozenset(
+    {"AUTH", "PBSZ", "PROT", "USER", "PASS", "QUIT", "FEAT", "OPTS", "NOOP"}
+)
 
 # Commands whose outcome is worth an audit event of its own.
 AUDITED = {
@@ -106,21 +132,39 @@ class CensusDTPHandler(TLS_DTPHandler):  # type: ignore[misc]
             self._finish_upload(self.file_obj)
         super().close()
 
+    def handle_error(self) -> None:
+        # A full disk while receiving, or a damaged file while sending: stop
+        # with a reply that says so, never with a 226 over partial bytes.
+        error = sys.exc_info()[1]
+        if not isinstance(error, NoSpace | IntegrityError):
+            super().handle_error()
+            return
+        handle = self.file_obj
+        if isinstance(handle, Upload):
+            handle.discard()
+        if isinstance(error, IntegrityError):
+            self.cmd_channel.integrity_failed(getattr(handle, "name", None), error)
+        self.transfer_finished = False
+        reply = NO_SPACE_REPLY if isinstance(error, NoSpace) else DAMAGED_REPLY
+        self._resp = (reply, logger.error)
+        self.close()
+
     def _finish_upload(self, upload: Upload) -> None:
-        clean = self._closed_cleanly()
+        if upload.closed:
+            return  # already discarded by handle_error, which replied
+        clean = self._closed_cleanly() and not self._client_gave_up()
         if not (self.transfer_finished and clean):
             # Never answer 226 for an upload that was not committed.
             self.transfer_finished = False
-            self._resp = ("426 连接中断，上传未完成，文件未保存。", logger.info)
+            offset = upload.suspend()
+            lifetime = upload.staging.partials.lifetime
+            self._resp = (interrupted_reply(offset, lifetime), logger.info)
             return
         try:
             upload.commit()
         except NoSpace:
             self.transfer_finished = False
-            self._resp = (
-                "452 服务器磁盘空间不足，文件未保存，原有文件不受影响。",
-                logger.error,
-            )
+            self._resp = (NO_SPACE_REPLY, logger.error)
         except StorageError:
             logger.exception(
                 "upload commit failed path=%s", names.escape_for_log(upload.path)
@@ -136,6 +180,61 @@ class CensusDTPHandler(TLS_DTPHandler):  # type: ignore[misc]
         if not isinstance(sock, SSL.Connection):
             return False
         return bool(sock.get_shutdown() & SSL.RECEIVED_SHUTDOWN)
+
+    def _client_gave_up(self) -> bool:
+        """Whether the client closed or aborted on the control connection
+        by the time its data connection ended.
+
+        curl, when it gives up on an upload (--max-time, Ctrl-C), closes the
+        data connection with a clean TLS close and then the control one: the
+        first alone looks like a complete upload. A client that finished
+        waits for the 226 and sends nothing before it.
+        """
+        control = getattr(self.cmd_channel, "socket", None)
+        if not isinstance(control, SSL.Connection):
+            return False
+        try:
+            pending = control.recv(16, socket.MSG_PEEK)
+        except (SSL.WantReadError, SSL.WantWriteError):
+            return False
+        except (SSL.Error, OSError):
+            return True  # closed, by close_notify or by the connection
+        command = pending.lstrip(b"\xff\xf2\xf4").upper()  # telnet IP, DM
+        return not pending or command.startswith(b"ABOR")
+
+
+NO_SPACE_REPLY = "452 服务器磁盘空间不足，文件未保存，原有文件不受影响。"
+DAMAGED_REPLY = (
+    "451 服务器上的该文件未通过完整性校验（可能已损坏），传输已中止，"
+    "已记录并通知管理员。"
+)
+PARTIAL_DAMAGED_REPLY = (
+    "554 服务器上未完成的上传未通过完整性校验，已删除，请从头重新上传整个文件。"
+)
+
+
+def interrupted_reply(offset: int | None, lifetime: dt.timedelta) -> str:
+    """The reply to an upload cut off before a clean end."""
+    if offset is None:
+        return "426 连接中断，上传未完成，文件未保存。"
+    hours = round(lifetime.total_seconds() / 3600)
+    return (
+        f"426 连接中断，上传未完成，文件未保存；已收到的前 {offset} 字节"
+        f"保留 {hours} 小时，可断点续传（REST {offset} 后 STOR，或 APPE）。"
+    )
+
+
+def resume_refused_reply(asked: int, offset: int | None) -> str:
+    """The reply to REST ``asked`` before STOR when that cannot resume."""
+    if offset is None:
+        return (
+            f"554 没有可续传的未完成上传，不能从第 {asked} 字节续传；"
+            "请不带 REST 重新上传整个文件。"
+        )
+    return (
+        f"554 续传位置不符：该文件未完成的上传只能从第 {offset} 字节续传"
+        f"（REST {offset}），不能从第 {asked} 字节续传。"
+    )
 
 
 class CensusHandler(TLS_FTPHandler):  # type: ignore[misc]
@@ -234,8 +333,19 @@ class CensusHandler(TLS_FTPHandler):  # type: ignore[misc]
         if cmd not in self.proto_cmds and cmd[-4:] not in ("ABOR", "STAT", "QUIT"):
             self.respond("502 不支持该命令。")
             return
+        if not self.authenticated and cmd not in LOGIN_SEQUENCE:
+            self.respond("530 请先登录。")
+            return
         try:
             super().pre_process_command(line, cmd, arg)
+        except WindowClosed as exc:
+            self.respond(f"550 {exc}")
+            self.audit(
+                events.REFUSED,
+                events.DENIED,
+                path=arg,
+                details={"rule": "write_window", "command": cmd, "reply": 550},
+            )
         except names.NameRefused as exc:
             self.respond(f"553 {exc.reason}")
             self.audit(
@@ -309,10 +419,11 @@ class CensusHandler(TLS_FTPHandler):  # type: ignore[misc]
             self.respond("503 请先发送 USER。")
             return
         name, address = self.username, self.remote_ip
-        accounts = self.services.accounts
+        accounts, policy = self.services.accounts, self.services.policy
+        at = self.services.clock.now()
         self._pause()
         self.services.bridge.run(
-            lambda: accounts.authenticate(name, line, address, at=_now()),
+            lambda: policy.login(accounts, name, line, address, at=at),
             lambda future: self._login_decided(name, future),
         )
 
@@ -333,7 +444,9 @@ class CensusHandler(TLS_FTPHandler):  # type: ignore[misc]
         prefectures = self.services.prefectures
         own = prefectures.by_code(account.prefecture) if account.prefecture else None
         assigned = [prefectures.by_code(code) for code in account.assigned]
-        self.account, self.view = account, AccountView(account.role, own, assigned)
+        gate = self.services.policy.gate(account, self.services.clock)
+        self.account = account
+        self.view = AccountView(account.role, own, assigned, gate)
         if own is not None:
             self.storage.ensure_area(own.code)
         self.authorizer = SessionAuthorizer(self.view)
@@ -373,21 +486,114 @@ class CensusHandler(TLS_FTPHandler):  # type: ignore[misc]
 
     def ftp_RETR(self, file: str) -> None:
         self._after_durable(
-            events.DOWNLOAD_START, file, lambda: TLS_FTPHandler.ftp_RETR(self, file)
+            events.DOWNLOAD_START, file, lambda: self._open_then(file, "rb", 0)
         )
 
     def ftp_STOR(self, file: str, mode: str = "w") -> None:
-        if self._restart_position:
-            self._restart_position = 0
-            self.respond("554 暂不支持断点续传上传，请重新上传整个文件。")
+        rest, self._restart_position = self._restart_position, 0
+        if rest and not self._can_resume_at(file, rest):
             return
-        action = events.UPLOAD_START
-        self._after_durable(
-            action, file, lambda: TLS_FTPHandler.ftp_STOR(self, file, mode)
+        then: Callable[[], None]
+        if rest or "a" in mode:
+            opening = "ab" if "a" in mode else "r+b"
+            then = functools.partial(self._open_then, file, opening, rest)
+        else:
+            then = functools.partial(TLS_FTPHandler.ftp_STOR, self, file, mode)
+        details = {"resume_at": rest} if rest else {}
+        self._after_durable(events.UPLOAD_START, file, then, details)
+
+    def ftp_SIZE(self, path: str) -> None:
+        # While this account has an interrupted upload of the path, SIZE
+        # says where it resumes: what lftp (put -c) and curl (-C -) ask.
+        offset = None
+        if self._current_type != "a":
+            with contextlib.suppress(FilesystemError):
+                offset = self.fs.resumable_offset(path)
+        if offset is None:
+            TLS_FTPHandler.ftp_SIZE(self, path)
+        else:
+            self.respond(f"213 {offset}")
+
+    def integrity_failed(self, path: str | None, error: BaseException) -> None:
+        """Record a stored file that failed its integrity check."""
+        logger.error(
+            "%s integrity failure path=%s error=%s",
+            self._prefix(),
+            names.escape_for_log(path or "-"),
+            error,
+        )
+        self.audit(
+            events.INTEGRITY, events.FAILED, path=path, details={"error": str(error)}
         )
 
-    def _after_durable(self, action: str, path: str, then: Callable[[], None]) -> None:
-        event = self._event(action, events.OK, path=path)
+    def _can_resume_at(self, file: str, rest: int) -> bool:
+        try:
+            offset = self.fs.resumable_offset(file)
+        except FilesystemError:
+            offset = None
+        if offset == rest:
+            return True
+        self.respond(resume_refused_reply(rest, offset))
+        return False
+
+    def _open_then(self, file: str, mode: str, rest: int) -> None:
+        """Open on a worker thread (authentication and hashing take time),
+        then start the transfer on the loop."""
+        self._pause()
+        self.services.bridge.run(
+            lambda: self.fs.prepare(file, mode, rest),
+            lambda future: self._opened(file, mode, rest, future),
+        )
+
+    def _opened(self, file: str, mode: str, rest: int, future: Future[Any]) -> None:
+        if not self._resume():
+            if future.exception() is None:
+                future.result().close()  # a resumed upload goes back to waiting
+            return
+        try:
+            handle = future.result()
+        except Exception as exc:
+            self._open_failed(file, mode, rest, exc)
+            return
+        self.fs.hand_over(file, handle)
+        if mode == "rb":
+            TLS_FTPHandler.ftp_RETR(self, file)
+        else:
+            TLS_FTPHandler.ftp_STOR(self, file, "a" if mode == "ab" else "w")
+
+    def _open_failed(self, file: str, mode: str, rest: int, exc: Exception) -> None:
+        if isinstance(exc, Damaged):
+            self.integrity_failed(file, exc.__cause__ or exc)
+            self.respond(DAMAGED_REPLY if mode == "rb" else PARTIAL_DAMAGED_REPLY)
+            return
+        if isinstance(exc, CannotResume):
+            reply = resume_refused_reply(rest, exc.offset)
+        elif isinstance(exc, NoRoom):
+            reply = NO_SPACE_REPLY
+        elif isinstance(exc, OSError | FilesystemError):
+            reply = f"550 {strerror(exc)}."
+        else:
+            logger.error("%s open failed", self._prefix(), exc_info=exc)
+            reply = "451 服务器内部错误，请稍后重试。"
+        self.respond(reply)
+        self.audit(
+            events.REFUSED,
+            events.DENIED,
+            path=file,
+            details={
+                "command": "RETR" if mode == "rb" else "STOR",
+                "reply": int(reply[:3]),
+            },
+        )
+
+    def _after_durable(
+        self,
+        action: str,
+        path: str,
+        then: Callable[[], None],
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        event = self._event(action, events.OK, path=path, details=details or {})
         self._pause()
 
         def recorded(error: BaseException | None) -> None:
@@ -419,6 +625,9 @@ class CensusHandler(TLS_FTPHandler):  # type: ignore[misc]
     ) -> None:
         handle = self.data_channel.file_obj if self.data_channel else None
         fields: dict[str, Any] = {"bytes": bytes}
+        details: dict[str, Any] = {"seconds": elapsed}
+        if isinstance(handle, Upload) and handle.resumed_from:
+            details["resumed_from"] = handle.resumed_from
         if isinstance(handle, Upload) and handle.committed is not None:
             fields.update(version=handle.committed.id, digest=handle.committed.sha256)
         elif isinstance(handle, Download):
@@ -428,9 +637,11 @@ class CensusHandler(TLS_FTPHandler):  # type: ignore[misc]
             action,
             events.OK if completed else events.ABORTED,
             path=filename,
-            details={"seconds": elapsed},
+            details=details,
             **fields,
         )
+        if isinstance(handle, Download):
+            self._note_custody(filename, handle, bytes, completed)
         logger.info(
             "%s transfer cmd=%s path=%s bytes=%d complete=%s seconds=%.3f",
             self._prefix(),
@@ -440,6 +651,27 @@ class CensusHandler(TLS_FTPHandler):  # type: ignore[misc]
             completed,
             elapsed,
         )
+
+    def _note_custody(
+        self, filename: str, handle: Download, sent: int, completed: bool
+    ) -> None:
+        """A reviewer's download, complete or not, goes on the custody
+        ledger (censusdrop.server.custody), written off the loop."""
+        account, view = self.account, self.view
+        if account is None or view is None or account.role != "reviewer":
+            return
+        location = view.area_of(filename)
+        item = ReviewerDownload(
+            reviewer=account.name,
+            prefecture=location.area or "",
+            path=location.path,
+            version=handle.version_id,
+            bytes=sent,
+            complete=completed,
+            at=self.services.clock.now(),
+            session=self.session_id,
+        )
+        record_off_loop(self.services.custody, item, self.services.bridge)
 
     # --- logging and the audit trail of commands
 
@@ -464,12 +696,28 @@ class CensusHandler(TLS_FTPHandler):  # type: ignore[misc]
             logger.warning("%s refused cmd=%s code=%d", self._prefix(), cmd, respcode)
 
     def logline(self, msg: str, logfun: Any = logger.debug) -> None:
-        if msg.startswith("<- PASS") or msg.startswith("<- USER"):
-            msg = msg.split(" ")[0] + " " + msg.split(" ")[1] + " ******"
-        super().logline(names.escape_for_log(msg), logfun)
+        if not self._log_debug:
+            return
+        if msg.startswith(("<- PASS", "<- USER")):
+            # A password typed into the user field must not reach a log.
+            msg = msg[:7] + " ******"
+        logfun("%s %s", self._prefix(), names.escape_for_log(msg))
 
     def log(self, msg: str, logfun: Any = logger.info) -> None:
         logfun("%s %s", self._prefix(), names.escape_for_log(msg))
+
+    def logerror(self, msg: str) -> None:
+        logger.error("%s %s", self._prefix(), names.escape_for_log(msg))
+
+    def get_repr_info(
+        self, as_str: bool = False, extra_info: dict[str, Any] | None = None
+    ) -> Any:
+        # pyftpdlib's debug lines show the session; never an unchecked name.
+        saved, self.username = self.username, self.account.name if self.account else ""
+        try:
+            return super().get_repr_info(as_str, extra_info)
+        finally:
+            self.username = saved
 
     def _prefix(self) -> str:
         user = self.account.name if self.account else "-"
@@ -497,7 +745,14 @@ class SessionAuthorizer:
         self.view = view
 
     def has_perm(self, username: str, perm: str, path: str | None = None) -> bool:
-        return self.view.has_perm(perm, path or "/")
+        if self.view.has_perm(perm, path or "/"):
+            return True
+        # A write refused only for want of an open window: say why, and
+        # until or since when, rather than pyftpdlib's bare 550.
+        refusal = self.view.write_refusal() if perm in WRITE_PERMS else None
+        if refusal is not None:
+            raise WindowClosed(refusal)
+        return False
 
     def get_perms(self, username: str) -> str:
         return self.view.perms()

@@ -44,8 +44,10 @@ class LoopBridge:
             if self._closed:
                 return
             self._pending.append(callback)
-        with contextlib.suppress(BlockingIOError):  # wake-ups already pending
-            self._writer.send(b"\0")
+            # Under the lock, so that close() cannot shut the socket between
+            # the check above and this send.
+            with contextlib.suppress(BlockingIOError):  # wake-ups pending
+                self._writer.send(b"\0")
 
     def run(
         self,

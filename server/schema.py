@@ -1,4 +1,5 @@
-"""The server's tables (accounts, assignments, login throttling, file versions).
+"""The server's tables (accounts, assignments, login throttling, file versions,
+pre-review reports, acceptance rounds, revocations, the custody ledger).
 
 The audit trail keeps its own tables in ``censusdrop.audit.schema``; Alembic
 migrates both together (see ``censusdrop.server.db``).
@@ -108,3 +109,118 @@ file_versions = sa.Table(
     sa.CheckConstraint("state IN ('current', 'superseded', 'deleted')", name="state"),
 )
 sa.Index("ix_file_versions_area_path", file_versions.c.area, file_versions.c.path)
+
+# One row per pre-review run (censusdrop.server.prereview): the verdict, its
+# counts, the digest of the judged tree and the whole report as JSON.
+prereview_reports = sa.Table(
+    "prereview_reports",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("prefecture", sa.String(6), nullable=False),
+    sa.Column("judged_at", UTCDateTime(), nullable=False),
+    sa.Column("verdict", sa.String(16), nullable=False),
+    sa.Column("errors", sa.Integer, nullable=False),
+    sa.Column("warnings", sa.Integer, nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("final", sa.Boolean, nullable=False),
+    sa.Column("declared_at", UTCDateTime(), nullable=True),
+    sa.Column("origin", sa.String(16), nullable=False),
+    sa.Column("report", sa.JSON, nullable=False),
+)
+sa.Index(
+    "ix_prereview_reports_prefecture",
+    prereview_reports.c.prefecture,
+    prereview_reports.c.id,
+)
+
+# Acceptance rounds (censusdrop.server.rounds): windows are stored in UTC;
+# a missing window is closed.
+rounds = sa.Table(
+    "rounds",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("submission_start", UTCDateTime(), nullable=True),
+    sa.Column("submission_end", UTCDateTime(), nullable=True),
+    sa.Column("review_start", UTCDateTime(), nullable=True),
+    sa.Column("review_end", UTCDateTime(), nullable=True),
+)
+
+round_prefectures = sa.Table(
+    "round_prefectures",
+    metadata,
+    sa.Column(
+        "round_id",
+        sa.Integer,
+        sa.ForeignKey("rounds.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("prefecture", sa.String(6), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("state_since", UTCDateTime(), nullable=False),
+    sa.Column("meeting_on", sa.Date, nullable=True),
+    sa.Column("notice_on", sa.Date, nullable=True),
+    sa.Column("rectify_until", UTCDateTime(), nullable=True),
+    sa.Column("deadline_estimated", sa.Boolean, nullable=False, default=False),
+    sa.CheckConstraint(
+        "state IN ('not_submitted', 'submitted', 'returned', 'prereviewed',"
+        " 'distributed', 'meeting_held', 'rectification', 'passed', 'archived')",
+        name="state",
+    ),
+)
+
+# A reviewer whose access an administrator revoked (censusdrop.server.
+# revocations); the row goes when the reviewer is reinstated.
+revocations = sa.Table(
+    "revocations",
+    metadata,
+    sa.Column("account", sa.String(64), primary_key=True),
+    sa.Column("revoked_at", UTCDateTime(), nullable=False),
+    sa.Column("operator", sa.String(64), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+)
+
+# The custody ledger (censusdrop.server.custody): one item per download by
+# a reviewer, closed by a confirmation of return or deletion.
+custody_confirmations = sa.Table(
+    "custody_confirmations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("reviewer", sa.String(64), nullable=False),
+    sa.Column("confirmed_at", UTCDateTime(), nullable=False),
+    sa.Column("operator", sa.String(64), nullable=False),
+    sa.Column("evidence_name", sa.Text, nullable=False),
+    sa.Column("evidence_area", sa.String(16), nullable=False),
+    sa.Column("evidence_path", sa.Text, nullable=False),
+    sa.Column("evidence_version", sa.String(32), nullable=False),
+    sa.Column("evidence_sha256", sa.String(64), nullable=False),
+    sa.Column("evidence_bytes", sa.BigInteger, nullable=False),
+    sa.Column("items", sa.Integer, nullable=False),
+)
+
+custody_items = sa.Table(
+    "custody_items",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("reviewer", sa.String(64), nullable=False),
+    sa.Column("prefecture", sa.String(6), nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("version", sa.String(32), nullable=True),
+    sa.Column("sha256", sa.String(64), nullable=True),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("complete", sa.Boolean, nullable=False),
+    sa.Column("downloaded_at", UTCDateTime(), nullable=False),
+    sa.Column("session", sa.String(32), nullable=True),
+    sa.Column(
+        "confirmation_id",
+        sa.Integer,
+        sa.ForeignKey("custody_confirmations.id"),
+        nullable=True,
+    ),
+)
+sa.Index(
+    "ix_custody_items_reviewer",
+    custody_items.c.reviewer,
+    custody_items.c.confirmation_id,
+)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import sqlalchemy as sa
@@ -10,6 +11,11 @@ from censusdrop.audit.events import AuditSink
 from censusdrop.config.prefectures import PrefectureList
 from censusdrop.config.settings import Settings
 from censusdrop.server.accounts import AccountStore
+from censusdrop.server.clock import Clock, SystemClock
+from censusdrop.server.custody import CustodyLedger
+from censusdrop.server.policy import AccessPolicy
+from censusdrop.server.revocations import RevocationStore
+from censusdrop.server.rounds import RoundStore
 from censusdrop.server.storage.store import Storage
 from OpenSSL import SSL
 
@@ -24,3 +30,24 @@ class Services:
     audit: AuditSink
     ssl_context: SSL.Context
     bridge: Any = None  # LoopBridge, set once the event loop exists
+    # Where "now" comes from for windows and deadlines; tests give a
+    # FixedClock and move it (censusdrop.server.clock).
+    clock: Clock = dataclasses.field(default_factory=SystemClock)
+
+    # Acceptance rounds, built on first use from the parts above.
+
+    @functools.cached_property
+    def rounds(self) -> RoundStore:
+        return RoundStore(self.engine, self.prefectures, self.audit)
+
+    @functools.cached_property
+    def revocations(self) -> RevocationStore:
+        return RevocationStore(self.engine, self.accounts)
+
+    @functools.cached_property
+    def policy(self) -> AccessPolicy:
+        return AccessPolicy(self.rounds, self.revocations)
+
+    @functools.cached_property
+    def custody(self) -> CustodyLedger:
+        return CustodyLedger(self.engine, self.storage, self.rounds, self.revocations)

@@ -93,8 +93,7 @@ def test_tls_12_is_accepted_and_13_is_off_by_default(sqlite_server) -> None:
 
 
 def test_tls_13_is_accepted_when_configured(tmp_path) -> None:
-    from conftest import Instance
-    from conftest import RunningServer
+    from conftest import Instance, RunningServer
 
     instance = Instance(
         tmp_path / "tls13", f"sqlite:///{tmp_path / 'tls13.db'}", max_version='"1.3"'

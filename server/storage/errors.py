@@ -9,8 +9,15 @@ can catch one class::
     │   ├── KeyNotFound       no round key by that name
     │   ├── KeyDestroyed      the round key was destroyed (crypto-shredded)
     │   └── MasterKeyError    master key missing, wrong, corrupt or unsafe
-    └── IntegrityError        authentication failed: damaged, forged or foreign
-        └── FormatError       not a censusdrop encrypted file, or malformed
+    ├── IntegrityError        authentication failed: damaged, forged or foreign
+    │   ├── FormatError       not a censusdrop encrypted file, or malformed
+    │   └── NotCurrent        a file that is not the version indexed at its path
+    ├── NotFound              no file or folder at that path
+    ├── AlreadyExists         something is already at that path
+    ├── WrongKind             a file where a folder was expected, or the reverse
+    ├── NotEmpty              a folder to be removed still holds something
+    ├── NoSpace               the disk is full; nothing was changed
+    └── ResumeRefused         no resumable upload there, or not at that offset
 
 :class:`IntegrityError` carries one deliberately vague message whatever the
 cause (a flipped bit, a dropped chunk, a wrong key): telling an attacker which
@@ -66,3 +73,48 @@ class FormatError(IntegrityError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
+
+
+class NotCurrent(IntegrityError):
+    """The file at a path is not the version the index says is current there.
+
+    A whole file swapped or rolled back on disk authenticates on its own;
+    only its file id, checked against the index, gives it away.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the file on disk is not the current version indexed for its path"
+        )
+
+
+class NotFound(StorageError):
+    """No file or folder at that path."""
+
+
+class AlreadyExists(StorageError):
+    """Something is already at that path."""
+
+
+class WrongKind(StorageError):
+    """A file where a folder was expected, or the other way round."""
+
+
+class NotEmpty(StorageError):
+    """A folder to be removed still holds something."""
+
+
+class NoSpace(StorageError):
+    """The disk is full; nothing was changed."""
+
+
+class ResumeRefused(StorageError):
+    """An upload cannot resume where the client asked.
+
+    ``offset`` is where it could resume, or None when nothing can be
+    resumed (no partial upload of this account at that path).
+    """
+
+    def __init__(self, message: str, offset: int | None) -> None:
+        super().__init__(message)
+        self.offset = offset

@@ -8,6 +8,7 @@ then warnings, each with its item, path and what to do.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from .model import Finding, ItemSummary, Report
@@ -17,11 +18,15 @@ CRLF = "\r\n"
 RULE_LINE = "=" * 40
 
 
-def render_text(report: Report, *, bom: bool = False) -> str:
+def render_text(
+    report: Report, *, bom: bool = False, notes: Sequence[tuple[str, str]] = ()
+) -> str:
+    """The text report; ``notes`` are (label, value) lines under the verdict."""
     lines = [
         f"{report.prefecture.name}验收资料预审报告",
         RULE_LINE,
         f"预审结论：{report.verdict}",
+        *(f"{label}：{value}" for label, value in notes),
         f"预审时间：{_when(report)}",
         f"依据清单：{report.checklist}",
         f"检查范围：{report.digest.files}个文件，{report.digest.folders}个文件夹",

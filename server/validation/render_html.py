@@ -7,6 +7,7 @@ escaped (paths come from uploaders and may hold anything).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from html import escape
 
 from .model import Finding, ItemSummary, Report
@@ -40,7 +41,8 @@ td.rule { color: #666; font-size: .85em; white-space: nowrap; }
 """
 
 
-def render_html(report: Report) -> str:
+def render_html(report: Report, *, notes: Sequence[tuple[str, str]] = ()) -> str:
+    """The HTML page; ``notes`` are (label, value) rows under the verdict."""
     name = escape(report.prefecture.name)
     verdict_class = "pass" if report.passed else "fail"
     parts = [
@@ -50,7 +52,7 @@ def render_html(report: Report) -> str:
         f"<style>{_STYLE}</style></head><body>",
         f"<h1>{name}验收资料预审报告</h1>",
         f'<p class="verdict {verdict_class}">预审结论：{escape(report.verdict)}</p>',
-        _meta(report),
+        _meta(report, notes),
         _advice(report),
         _findings("一、错误（必须改正）", report.errors),
         _findings("二、提醒（建议改正）", report.warnings),
@@ -61,8 +63,9 @@ def render_html(report: Report) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _meta(report: Report) -> str:
+def _meta(report: Report, notes: Sequence[tuple[str, str]]) -> str:
     rows = [
+        *notes,
         ("预审时间", report.judged_at.strftime("%Y-%m-%d %H:%M:%S")),
         ("依据清单", report.checklist),
         (

@@ -1,0 +1,266 @@
+"""The file objects of the storage layer: ``Upload`` and ``Download``.
+
+pyftpdlib, the validator and the CLI write and read through these; they are
+made by ``Storage`` (``begin_upload``, ``resume_upload``, ``open_read``)
+and its ``Staging``, never directly.
+
+Trusts: the staging file it was handed to be locked by this upload alone.
+Guarantees: an upload becomes a version only through ``commit``; one that
+is closed uncommitted is kept as a resumable partial when it has a key (an
+FTP upload of an account) and holds at least one whole chunk, and is
+removed otherwise; one that failed for lack of space is always removed. A
+download returns only authenticated bytes of the file it was opened for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import errno
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from .crypto import DecryptingReader, EncryptingWriter, read_header
+from .errors import NoSpace, NotCurrent, StorageError
+from .keyring import Keyring
+from .partials import PartialKey
+
+if TYPE_CHECKING:
+    from .staging import Staging
+
+logger = logging.getLogger(__name__)
+
+COPY_CHUNK = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionInfo:
+    id: str
+    area: str
+    path: str
+    number: int
+    size: int
+    sha256: str
+    created_at: dt.datetime
+    account: str | None
+    state: str
+
+
+class Upload:
+    """A file being written; pyftpdlib writes into it like a file object.
+
+    ``commit`` makes it the current version; ``close`` without ``commit``
+    keeps it as a partial (see the module docstring) or discards it;
+    ``discard`` always throws it away. Each is safe to call more than once.
+    ``resumed_from`` is the offset it was resumed at (0 for a new upload).
+    """
+
+    def __init__(
+        self,
+        staging: Staging,
+        area: str,
+        path: str,
+        account: str | None,
+        staged: Path,
+        raw: BinaryIO,
+        writer: EncryptingWriter,
+        key: PartialKey | None = None,
+    ) -> None:
+        self.staging = staging
+        self.area = area
+        self.path = path
+        self.account = account
+        self.name = path
+        self.staged = staged
+        self.key = key
+        self.closed = False
+        self.committed: VersionInfo | None = None
+        self.indexed = False  # set by the storage once the row is written
+        self.resumed_from = writer.plaintext_size
+        self._raw = raw
+        self._writer = writer
+        self._failed = False
+
+    @property
+    def size(self) -> int:
+        return self._writer.plaintext_size
+
+    @property
+    def file_id(self) -> str:
+        return self._writer.file_id.hex()
+
+    def sha256_hex(self) -> str:
+        """SHA-256 of all the plaintext so far, resumed bytes included."""
+        return self._writer.sha256_hex()
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._writer.write(data)
+        except OSError as exc:
+            self._failed = True
+            raise translate(exc) from exc
+
+    def commit(self, *, at: dt.datetime | None = None) -> VersionInfo:
+        if self.committed is not None:
+            return self.committed
+        if self.closed:
+            raise StorageError("upload already closed")
+        try:
+            self._writer.finish()
+            self._raw.flush()
+            os.fsync(self._raw.fileno())
+        except (OSError, ValueError) as exc:
+            self.discard()
+            if isinstance(exc, OSError):
+                raise translate(exc) from exc
+            raise StorageError(f"upload cannot be finished: {exc}") from exc
+        info = VersionInfo(
+            id=self.file_id,
+            area=self.area,
+            path=self.path,
+            number=0,
+            size=self._writer.plaintext_size,
+            sha256=self._writer.sha256_hex(),
+            created_at=at or dt.datetime.now(dt.UTC),
+            account=self.account,
+            state="current",
+        )
+        try:
+            self.committed = self.staging.commit(self, info)
+        except BaseException:
+            if self.indexed:
+                self._release()  # a version now: the sweep puts it in place
+            else:
+                self.discard()
+            raise
+        self._release()
+        return self.committed
+
+    def suspend(self, *, at: dt.datetime | None = None) -> int | None:
+        """Keep what arrived as a resumable partial; return its offset.
+
+        Returns None, having discarded the upload, when it has no key, no
+        whole chunk yet, or cannot be flushed.
+        """
+        if self.closed or self.committed is not None:
+            return None
+        chunk = self._writer.header.chunk_size
+        offset = self._writer.plaintext_size // chunk * chunk
+        if self.key is None or self._failed or offset == 0:
+            self.discard()
+            return None
+        try:
+            self._raw.flush()
+            os.fsync(self._raw.fileno())
+            self.staging.partials.keep(
+                self.staged, self.key, at=at or dt.datetime.now(dt.UTC)
+            )
+        except OSError:
+            logger.warning("partial upload could not be kept", exc_info=True)
+            self.discard()
+            return None
+        self._release()
+        logger.info(
+            "upload suspended file_id=%s offset=%d resumed_from=%d",
+            self.file_id,
+            offset,
+            self.resumed_from,
+        )
+        return offset
+
+    def discard(self) -> None:
+        """Throw the upload away, freeing its space at once."""
+        if self.closed:
+            return
+        self.staged.unlink(missing_ok=True)
+        self.staging.partials.forget(self.staged)
+        self._release()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.suspend()
+
+    def _release(self) -> None:
+        self.closed = True
+        try:
+            self._raw.close()  # also drops the lock
+        except OSError:
+            logger.debug("staging file close failed", exc_info=True)
+
+
+class Download:
+    """A decrypting, seekable reader of one stored file (no ``fileno``).
+
+    ``expected_id``, when given, is the file id the index holds for what is
+    being opened; a file with another id raises ``NotCurrent``.
+    """
+
+    def __init__(
+        self,
+        local: Path,
+        keyring: Keyring,
+        name: str,
+        expected_id: str | None = None,
+    ) -> None:
+        self.name = name
+        raw = local.open("rb")
+        try:
+            self.version_id = read_header(raw).file_id.hex()
+            if expected_id is not None and self.version_id != expected_id:
+                raise NotCurrent()
+            raw.seek(0)
+            self._reader = DecryptingReader(raw, keyring)
+        except BaseException:
+            raw.close()
+            raise
+        self.size = self._reader.size
+        self.served_from = 0
+        self._digest = hashlib.sha256()
+
+    @property
+    def closed(self) -> bool:
+        return self._reader.closed
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._reader.read(size)
+        self._digest.update(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        position = self._reader.seek(offset, whence)
+        self.served_from, self._digest = position, hashlib.sha256()
+        return position
+
+    def served_digest(self) -> str:
+        """SHA-256 of the bytes read since the last seek (what was served)."""
+        return self._digest.hexdigest()
+
+    def tell(self) -> int:
+        return self._reader.tell()
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def __enter__(self) -> Download:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def digest_of(reader: Download) -> tuple[str, int]:
+    """SHA-256 and size of everything ``reader`` holds; closes it."""
+    size = 0
+    with reader:
+        while chunk := reader.read(COPY_CHUNK):
+            size += len(chunk)
+        return reader.served_digest(), size
+
+
+def translate(exc: OSError) -> StorageError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return NoSpace("no space left on the server's disk")
+    return StorageError(f"storage failure: {exc.strerror}")
