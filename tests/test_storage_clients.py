@@ -154,18 +154,18 @@ def test_lftp_put_continue_resumes_a_killed_upload(
 
 
 def test_curl_continue_resumes_a_killed_upload(
-    server, tmp_path: Path, scan: bytes
+    sqlite_server, tmp_path: Path, scan: bytes
 ) -> None:
     source = str(tmp_path / NAME)
-    first = _curl_command(server, "--limit-rate", str(RATE), "-T", source)
-    _kill_mid_upload(server, first, tmp_path)
+    first = _curl_command(sqlite_server, "--limit-rate", str(RATE), "-T", source)
+    _kill_mid_upload(sqlite_server, first, tmp_path)
 
     result = subprocess.run(
-        _curl_command(server, "-C", "-", "-T", source),
+        _curl_command(sqlite_server, "-C", "-", "-T", source),
         capture_output=True,
         timeout=120,
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert _resumed_from(server) > 4 * 1024 * 1024
-    _check_stored(server, scan)
+    assert _resumed_from(sqlite_server) > 4 * 1024 * 1024
+    _check_stored(sqlite_server, scan)
