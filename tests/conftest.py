@@ -87,6 +87,32 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 TEST_PASSWORD = "correct-horse-battery"
 
 
+_CERTIFICATE: tuple[bytes, bytes] | None = None
+
+
+def _place_test_certificate(folder: Path) -> None:
+    """One RSA key per test run: making one costs about 0.3 s, and each test
+    makes an instance. ``init`` keeps a certificate it finds in place."""
+    global _CERTIFICATE
+    if _CERTIFICATE is None:
+        import datetime as dt
+        import tempfile
+
+        from censusdrop.server.tls import create_self_signed
+
+        with tempfile.TemporaryDirectory() as scratch:
+            cert, key = Path(scratch) / "c.pem", Path(scratch) / "k.pem"
+            create_self_signed(
+                cert, key, hostname="localhost", at=dt.datetime.now(dt.UTC)
+            )
+            _CERTIFICATE = cert.read_bytes(), key.read_bytes()
+    folder.mkdir(parents=True, mode=0o700)
+    (folder / "server.crt").write_bytes(_CERTIFICATE[0])
+    key_path = folder / "server.key"
+    key_path.touch(mode=0o600)
+    key_path.write_bytes(_CERTIFICATE[1])
+
+
 class Instance:
     """An initialised instance (config, keys, certificate, database)."""
 
@@ -108,6 +134,7 @@ class Instance:
         for key, value in overrides.items():
             text = text.replace(f"\n{key} = ", f"\n{key} = {value}  # ", 1)
         self.folder = folder
+        _place_test_certificate(folder / "tls")
         self.settings = init_instance(
             folder, at=dt.datetime.now(dt.UTC), config_text=text
         )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
 from pathlib import Path
 
 from censusdrop.cli.main import cli
+from censusdrop.server.tls import create_self_signed
 from click.testing import CliRunner
 from conftest import Instance
 
@@ -13,6 +15,10 @@ from conftest import Instance
 def _serve(instance: Instance, *args: str) -> tuple[int, str]:
     result = CliRunner().invoke(cli, ["--config", str(instance.config), "serve", *args])
     return result.exit_code, result.output
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 def _instance(tmp_path: Path) -> Instance:
@@ -41,8 +47,10 @@ def test_an_unreadable_certificate_is_named(tmp_path: Path) -> None:
 
 def test_a_key_that_does_not_match_is_named(tmp_path: Path) -> None:
     instance = _instance(tmp_path)
-    other = Instance(tmp_path / "other", f"sqlite:///{tmp_path / 'other.sqlite'}")
-    key = other.settings.path(other.settings.tls.private_key).read_bytes()
+    create_self_signed(
+        tmp_path / "other.crt", tmp_path / "other.key", hostname="x", at=_now()
+    )
+    key = (tmp_path / "other.key").read_bytes()
     instance.settings.path(instance.settings.tls.private_key).write_bytes(key)
     code, out = _serve(instance)
     assert code != 0
