@@ -281,6 +281,9 @@ class CensusHandler(TLS_FTPHandler):  # type: ignore[misc]
     def on_connect(self) -> None:
         self.audit(events.CONNECT)
 
+    def on_logout(self, username: str) -> None:
+        self.audit(events.LOGOUT)
+
     def on_disconnect(self) -> None:
         self.audit(events.DISCONNECT)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ftplib
+import os
 import socket
 import ssl
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TEST_PASSWORD, Instance, RunningServer
-from ftpclient import login, tls_context
+from ftpclient import login, tls_context, upload
 
 
 def _running(tmp_path: Path, **overrides: str) -> Iterator[RunningServer]:
@@ -34,6 +35,11 @@ def capped(tmp_path: Path) -> Iterator[RunningServer]:
 @pytest.fixture
 def impatient(tmp_path: Path) -> Iterator[RunningServer]:
     yield from _running(tmp_path, idle_timeout="1")
+
+
+@pytest.fixture
+def stalling(tmp_path: Path) -> Iterator[RunningServer]:
+    yield from _running(tmp_path, data_timeout="1")
 
 
 @pytest.fixture
@@ -137,3 +143,18 @@ def test_active_mode_works_back_to_the_client(active) -> None:
     client.set_pasv(False)
     assert client.nlst() == []
     client.quit()
+
+
+def test_a_stalled_download_is_cut_off(stalling) -> None:
+    client = login(stalling.address, stalling.cafile, "wuhan", TEST_PASSWORD)
+    upload(client, "大文件.pdf", os.urandom(40 * 1024 * 1024))
+    client.voidcmd("TYPE I")
+    conn = client.transfercmd("RETR 大文件.pdf")  # and never read from it
+    client.sock.settimeout(20)
+    started = time.monotonic()
+    reply = client.getline()
+    while not reply.startswith(("421", "426")):
+        reply = client.getline()
+    assert time.monotonic() - started < 15
+    conn.close()
+    client.close()
