@@ -14,10 +14,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .chain import ROW_FIELDS, seal
+from .chain import ROW_FIELDS
+from .chain import seal
 from .events import AuditEvent
-from .locking import chain_transaction, prepare_engine, read_connection
-from .schema import ChainHead, audit_events, read_head
+from .locking import chain_transaction
+from .locking import prepare_engine
+from .locking import read_connection
+from .schema import ChainHead
+from .schema import audit_events
+from .schema import read_head
 
 
 class AuditLog:

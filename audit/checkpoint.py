@@ -30,10 +30,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from .chain import format_time, parse_time
+from .chain import format_time
+from .chain import parse_time
 from .events import AuditError
-from .locking import chain_transaction, prepare_engine, read_connection
-from .schema import audit_checkpoints, read_head
+from .locking import chain_transaction
+from .locking import prepare_engine
+from .locking import read_connection
+from .schema import audit_checkpoints
+from .schema import read_head
 
 KEY_FILE_MODE = 0o600
 CHECKPOINT_FORMAT = "censusdrop-audit-checkpoint"

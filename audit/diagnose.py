@@ -32,7 +32,8 @@ import dataclasses
 import enum
 from collections.abc import Callable
 
-from .chain import Row, row_is_sealed
+from .chain import Row
+from .chain import row_is_sealed
 
 HashLookup = Callable[[str], "int | None"]
 

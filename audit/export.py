@@ -30,26 +30,24 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .chain import ROW_FIELDS, Row
-from .checkpoint import (
-    Checkpoint,
-    CheckpointFileError,
-    KeyFileError,
-    SigningKey,
-    VerifyKey,
-    make_checkpoint,
-    read_checkpoint_file,
-    verify_key_from_pem,
-)
-from .diagnose import Problem, ProblemKind
+from .chain import ROW_FIELDS
+from .chain import Row
+from .checkpoint import Checkpoint
+from .checkpoint import CheckpointFileError
+from .checkpoint import KeyFileError
+from .checkpoint import SigningKey
+from .checkpoint import VerifyKey
+from .checkpoint import make_checkpoint
+from .checkpoint import read_checkpoint_file
+from .checkpoint import verify_key_from_pem
+from .diagnose import Problem
+from .diagnose import ProblemKind
 from .events import AuditError
-from .verify import (
-    CheckpointMarks,
-    ScanResult,
-    VerifyResult,
-    iter_chain_rows,
-    scan_rows,
-)
+from .verify import CheckpointMarks
+from .verify import ScanResult
+from .verify import VerifyResult
+from .verify import iter_chain_rows
+from .verify import scan_rows
 
 EVENTS_FILE = "events.jsonl"
 CHECKPOINT_FILE = "checkpoint.json"

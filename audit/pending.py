@@ -18,7 +18,9 @@ import time
 from collections import deque
 from collections.abc import Iterable
 
-from .events import AuditEvent, AuditUnavailable, DurableCallback
+from .events import AuditEvent
+from .events import AuditUnavailable
+from .events import DurableCallback
 
 
 class State(enum.Enum):

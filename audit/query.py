@@ -15,7 +15,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from collections import defaultdict, deque
+from collections import defaultdict
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 

@@ -32,23 +32,29 @@ import zoneinfo
 from pathlib import Path
 
 import sqlalchemy as sa
+
 from censusdrop.config.prefectures import PrefectureList
 
 from .checkpoint import VerifyKey
 from .events import AuditError
-from .report_access import accounts_section, prefectures_section, timeline_section
-from .report_data import Period, ReportData, gather
-from .report_html import (
-    cover_section,
-    downloads_section,
-    findings_section,
-    notes_section,
-    refusals_section,
-)
+from .report_access import accounts_section
+from .report_access import prefectures_section
+from .report_access import timeline_section
+from .report_data import Period
+from .report_data import ReportData
+from .report_data import gather
+from .report_html import cover_section
+from .report_html import downloads_section
+from .report_html import findings_section
+from .report_html import notes_section
+from .report_html import refusals_section
 from .report_page import page
-from .report_rules import BulkRule, WorkingHours
-from .report_stats import Findings, find
-from .verify import VerifyResult, verify_database
+from .report_rules import BulkRule
+from .report_rules import WorkingHours
+from .report_stats import Findings
+from .report_stats import find
+from .verify import VerifyResult
+from .verify import verify_database
 
 __all__ = [
     "BulkRule",

@@ -9,21 +9,28 @@ transfers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .report_data import Mark
-from .report_page import Html, Row, esc, join, table
-from .report_stats import UNKNOWN_ACCOUNT, Counts, by_account, by_prefecture, by_session
+from .report_page import Html
+from .report_page import Row
+from .report_page import esc
+from .report_page import join
+from .report_page import table
+from .report_stats import UNKNOWN_ACCOUNT
+from .report_stats import Counts
+from .report_stats import by_account
+from .report_stats import by_prefecture
+from .report_stats import by_session
 from .report_svg import timeline
-from .report_text import (
-    KIND_NAMES,
-    STATUS_NAMES,
-    role_text,
-    show_bytes,
-    show_minute,
-    show_time,
-)
+from .report_text import KIND_NAMES
+from .report_text import STATUS_NAMES
+from .report_text import role_text
+from .report_text import show_bytes
+from .report_text import show_minute
+from .report_text import show_time
 
 if TYPE_CHECKING:
     from .report import Report

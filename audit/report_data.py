@@ -20,12 +20,19 @@ import datetime as dt
 from collections.abc import Iterable
 
 import sqlalchemy as sa
-from censusdrop.config.prefectures import PrefectureError, PrefectureList
+
+from censusdrop.config.prefectures import PrefectureError
+from censusdrop.config.prefectures import PrefectureList
 
 from . import events as ev
 from .locking import read_connection
-from .query import DownloadRecord, EventFilter, StoredEvent, downloads, find_events
-from .report_text import CHANGE_NAMES, reason_text
+from .query import DownloadRecord
+from .query import EventFilter
+from .query import StoredEvent
+from .query import downloads
+from .query import find_events
+from .report_text import CHANGE_NAMES
+from .report_text import reason_text
 from .schema import audit_events
 
 # What each recorded action becomes in the report (refusals aside).

@@ -12,18 +12,28 @@ import datetime as dt
 import zoneinfo
 from typing import TYPE_CHECKING
 
-from .report_page import Html, Row, attributes, esc, fields, join, table, tag
-from .report_rules import RULE_TITLES, RULES, explain
-from .report_stats import UNKNOWN_ACCOUNT, Counts, by_account, downloads_by_prefecture
+from .report_page import Html
+from .report_page import Row
+from .report_page import attributes
+from .report_page import esc
+from .report_page import fields
+from .report_page import join
+from .report_page import table
+from .report_page import tag
+from .report_rules import RULE_TITLES
+from .report_rules import RULES
+from .report_rules import explain
+from .report_stats import UNKNOWN_ACCOUNT
+from .report_stats import Counts
+from .report_stats import by_account
+from .report_stats import downloads_by_prefecture
 from .report_stats import total as total_counts
-from .report_text import (
-    PROBLEM_NAMES,
-    role_text,
-    show_bytes,
-    show_minute,
-    show_time,
-    warning_text,
-)
+from .report_text import PROBLEM_NAMES
+from .report_text import role_text
+from .report_text import show_bytes
+from .report_text import show_minute
+from .report_text import show_time
+from .report_text import warning_text
 
 if TYPE_CHECKING:
     from .report import Report

@@ -10,7 +10,9 @@ built here, so names and paths from the log cannot inject markup.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Sequence
 from html import escape
 
 STYLE = """

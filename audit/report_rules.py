@@ -21,17 +21,17 @@ import dataclasses
 import datetime as dt
 import math
 import zoneinfo
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Sequence
 
 import chinese_calendar
 
-from .report_text import (
-    WEEKDAY_NAMES,
-    show_bytes,
-    show_clock,
-    show_duration,
-    show_minute,
-)
+from .report_text import WEEKDAY_NAMES
+from .report_text import show_bytes
+from .report_text import show_clock
+from .report_text import show_duration
+from .report_text import show_minute
 
 AFTER_HOURS = "after_hours"
 BULK = "bulk"

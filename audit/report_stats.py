@@ -12,22 +12,23 @@ import collections
 import dataclasses
 import datetime as dt
 import zoneinfo
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable
+from collections.abc import Hashable
+from collections.abc import Iterable
 from typing import TypeVar
 
-from .report_data import Mark, ReportData
-from .report_rules import (
-    AFTER_HOURS,
-    BULK,
-    NEW_ADDRESS,
-    BulkRule,
-    Finding,
-    Take,
-    WorkingHours,
-    after_hours,
-    bulk_takes,
-    new_addresses,
-)
+from .report_data import Mark
+from .report_data import ReportData
+from .report_rules import AFTER_HOURS
+from .report_rules import BULK
+from .report_rules import NEW_ADDRESS
+from .report_rules import BulkRule
+from .report_rules import Finding
+from .report_rules import Take
+from .report_rules import WorkingHours
+from .report_rules import after_hours
+from .report_rules import bulk_takes
+from .report_rules import new_addresses
 
 UNKNOWN_ACCOUNT = ""
 

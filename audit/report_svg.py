@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from html import escape
 
-from .report_data import Mark, Period
+from .report_data import Mark
+from .report_data import Period
 from .report_rules import WorkingHours
-from .report_text import KIND_NAMES, STATUS_NAMES, show_bytes, show_time
+from .report_text import KIND_NAMES
+from .report_text import STATUS_NAMES
+from .report_text import show_bytes
+from .report_text import show_time
 
 # About the width of an A4 page's text at 96 dpi, so printed text keeps
 # the size it has on screen.

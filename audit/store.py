@@ -30,17 +30,20 @@ from typing import Any
 import sqlalchemy as sa
 
 from .append import AuditLog
-from .chain import check_event, format_time
-from .checkpoint import SigningKey, make_checkpoint
-from .events import (
-    EVENTS_LOST,
-    FAILED,
-    AuditError,
-    AuditEvent,
-    AuditUnavailable,
-    DurableCallback,
-)
-from .pending import Deadlines, OnceCallback, Pending, PendingQueue
+from .chain import check_event
+from .chain import format_time
+from .checkpoint import SigningKey
+from .checkpoint import make_checkpoint
+from .events import EVENTS_LOST
+from .events import FAILED
+from .events import AuditError
+from .events import AuditEvent
+from .events import AuditUnavailable
+from .events import DurableCallback
+from .pending import Deadlines
+from .pending import OnceCallback
+from .pending import Pending
+from .pending import PendingQueue
 
 __all__ = ["AuditLog", "AuditWriter"]
 

@@ -25,16 +25,27 @@ import hashlib
 import itertools
 import multiprocessing
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable
+from collections.abc import Iterator
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
-from .chain import GENESIS_HASH, Row, canonical_text
-from .checkpoint import Checkpoint, VerifyKey, list_checkpoints
-from .diagnose import HashLookup, Problem, ProblemKind, diagnose
+from .chain import GENESIS_HASH
+from .chain import Row
+from .chain import canonical_text
+from .checkpoint import Checkpoint
+from .checkpoint import VerifyKey
+from .checkpoint import list_checkpoints
+from .diagnose import HashLookup
+from .diagnose import Problem
+from .diagnose import ProblemKind
+from .diagnose import diagnose
 from .locking import read_connection
-from .schema import audit_events, chain_rows_select, read_head
+from .schema import audit_events
+from .schema import chain_rows_select
+from .schema import read_head
 
 BATCH_SIZE = 20_000
 # Below this many entries, starting worker processes costs more than it saves.

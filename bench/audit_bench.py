@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
+
 from censusdrop.audit import events as ev
 from censusdrop.audit.events import AuditEvent
 from censusdrop.audit.schema import metadata

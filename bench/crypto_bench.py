@@ -24,9 +24,11 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO
+from typing import cast
 
-from censusdrop.server.storage.crypto import DecryptingReader, EncryptingWriter
+from censusdrop.server.storage.crypto import DecryptingReader
+from censusdrop.server.storage.crypto import EncryptingWriter
 from censusdrop.server.storage.keyring import Keyring
 
 MIB = 1024 * 1024

@@ -24,9 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from censusdrop.server.prereview import TEXT_REPORT, Prereviewer, configured_checklist
+from censusdrop.server.prereview import TEXT_REPORT
+from censusdrop.server.prereview import Prereviewer
+from censusdrop.server.prereview import configured_checklist
 from censusdrop.server.storage.store import Storage
-from conftest import Instance, RunningServer
+from conftest import Instance
+from conftest import RunningServer
 from prereviewkit import store_tree
 from treebuilder import build_submission
 

@@ -34,22 +34,32 @@ from importlib import metadata
 from pathlib import Path
 from types import FrameType
 
-from peers import bench, profile
-from peers.accounts import AccountError, calibrate_hash_cost, make_certificate
+from peers import bench
+from peers import profile
+from peers.accounts import AccountError
+from peers.accounts import calibrate_hash_cost
+from peers.accounts import make_certificate
 from peers.censusdrop_server import Censusdrop
-from peers.clients import ClientError, Target, negotiated
-from peers.cservers import Proftpd, PureFtpd, Vsftpd
-from peers.debian import Apt, InstallError, PeerFiles, ensure_curl, ensure_peer
+from peers.clients import ClientError
+from peers.clients import Target
+from peers.clients import negotiated
+from peers.cservers import Proftpd
+from peers.cservers import PureFtpd
+from peers.cservers import Vsftpd
+from peers.debian import Apt
+from peers.debian import InstallError
+from peers.debian import PeerFiles
+from peers.debian import ensure_curl
+from peers.debian import ensure_peer
 from peers.process import OtherLoad
-from peers.report import Results, table
-from peers.servers import (
-    CIPHER,
-    Ports,
-    Server,
-    ServerError,
-    Setting,
-    StockPyftpdlib,
-)
+from peers.report import Results
+from peers.report import table
+from peers.servers import CIPHER
+from peers.servers import Ports
+from peers.servers import Server
+from peers.servers import ServerError
+from peers.servers import Setting
+from peers.servers import StockPyftpdlib
 
 PEERS = {"vsftpd": Vsftpd, "proftpd": Proftpd, "pure-ftpd": PureFtpd}
 PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"

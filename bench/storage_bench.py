@@ -34,7 +34,8 @@ import time
 from pathlib import Path
 
 from censusdrop.server.app import open_services
-from censusdrop.server.bootstrap import example_config, init_instance
+from censusdrop.server.bootstrap import example_config
+from censusdrop.server.bootstrap import init_instance
 from censusdrop.server.passwords import generate_password
 
 MIB = 1024 * 1024

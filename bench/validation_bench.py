@@ -19,7 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from censusdrop.server.validation import render_html, render_text
+from censusdrop.server.validation import render_html
+from censusdrop.server.validation import render_text
 from treebuilder import build_submission
 
 # Files in a submission built with per_source=n: 6 counted folders of n scans

@@ -7,13 +7,21 @@ import sys
 from typing import Any
 
 import click
+
 from censusdrop.audit import events
 from censusdrop.audit.events import AuditEvent
-from censusdrop.cli.context import AppContext, now, operator, print_json, print_table
+from censusdrop.cli.context import AppContext
+from censusdrop.cli.context import now
+from censusdrop.cli.context import operator
+from censusdrop.cli.context import print_json
+from censusdrop.cli.context import print_table
 from censusdrop.config.prefectures import PrefectureError
-from censusdrop.server.accounts import Account, AccountError
-from censusdrop.server.app import StartupError, open_services
-from censusdrop.server.passwords import PasswordError, generate_password
+from censusdrop.server.accounts import Account
+from censusdrop.server.accounts import AccountError
+from censusdrop.server.app import StartupError
+from censusdrop.server.app import open_services
+from censusdrop.server.passwords import PasswordError
+from censusdrop.server.passwords import generate_password
 from censusdrop.server.services import Services
 
 pass_app = click.make_pass_decorator(AppContext)

@@ -18,40 +18,43 @@ import os
 import zoneinfo
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any
+from typing import Protocol
+from typing import cast
 
 import click
 import sqlalchemy as sa
+
 from censusdrop.audit import events as ev
-from censusdrop.audit.checkpoint import (
-    Checkpoint,
-    VerifyKey,
-    load_signing_key,
-    load_verify_key,
-    make_checkpoint,
-    read_checkpoint_file,
-    write_checkpoint_file,
-)
-from censusdrop.audit.events import AuditError, AuditEvent
-from censusdrop.audit.export import export_log, verify_export
-from censusdrop.audit.query import (
-    EventFilter,
-    StoredEvent,
-    downloads,
-    find_events,
-    sessions,
-)
-from censusdrop.audit.report import build_report, write_report
+from censusdrop.audit.checkpoint import Checkpoint
+from censusdrop.audit.checkpoint import VerifyKey
+from censusdrop.audit.checkpoint import load_signing_key
+from censusdrop.audit.checkpoint import load_verify_key
+from censusdrop.audit.checkpoint import make_checkpoint
+from censusdrop.audit.checkpoint import read_checkpoint_file
+from censusdrop.audit.checkpoint import write_checkpoint_file
+from censusdrop.audit.events import AuditError
+from censusdrop.audit.events import AuditEvent
+from censusdrop.audit.export import export_log
+from censusdrop.audit.export import verify_export
+from censusdrop.audit.query import EventFilter
+from censusdrop.audit.query import StoredEvent
+from censusdrop.audit.query import downloads
+from censusdrop.audit.query import find_events
+from censusdrop.audit.query import sessions
+from censusdrop.audit.report import build_report
+from censusdrop.audit.report import write_report
 from censusdrop.audit.store import AuditLog
-from censusdrop.audit.verify import VerifyResult, verify_database
-from censusdrop.cli.audit_output import (
-    DOWNLOAD_COLUMNS,
-    FORMATS,
-    LOG_COLUMNS,
-    SESSION_COLUMNS,
-    Printer,
-)
-from censusdrop.cli.audit_report import report_choices, report_options, request_details
+from censusdrop.audit.verify import VerifyResult
+from censusdrop.audit.verify import verify_database
+from censusdrop.cli.audit_output import DOWNLOAD_COLUMNS
+from censusdrop.cli.audit_output import FORMATS
+from censusdrop.cli.audit_output import LOG_COLUMNS
+from censusdrop.cli.audit_output import SESSION_COLUMNS
+from censusdrop.cli.audit_output import Printer
+from censusdrop.cli.audit_report import report_choices
+from censusdrop.cli.audit_report import report_options
+from censusdrop.cli.audit_report import request_details
 
 
 class AuditContext(Protocol):

@@ -11,7 +11,8 @@ import csv
 import datetime as dt
 import json
 import zoneinfo
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 import click

@@ -18,15 +18,19 @@ from typing import Any
 
 import click
 import sqlalchemy as sa
-from censusdrop.audit.events import AuditEvent, AuditUnavailable, DurableCallback
+
+from censusdrop.audit.events import AuditEvent
+from censusdrop.audit.events import AuditUnavailable
+from censusdrop.audit.events import DurableCallback
 from censusdrop.audit.locking import read_connection
-from censusdrop.audit.report import BulkRule, Period, ReportOptions, WorkingHours
+from censusdrop.audit.report import BulkRule
+from censusdrop.audit.report import Period
+from censusdrop.audit.report import ReportOptions
+from censusdrop.audit.report import WorkingHours
 from censusdrop.audit.schema import audit_events
-from censusdrop.config.prefectures import (
-    PrefectureError,
-    PrefectureList,
-    load_prefectures,
-)
+from censusdrop.config.prefectures import PrefectureError
+from censusdrop.config.prefectures import PrefectureList
+from censusdrop.config.prefectures import load_prefectures
 from censusdrop.server.roundmodel import RoundError
 from censusdrop.server.rounds import RoundStore
 

@@ -6,16 +6,21 @@ import datetime as dt
 import getpass
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import click
 import sqlalchemy as sa
-from censusdrop.config.settings import ConfigError, Settings, find_config, load_settings
 from rich.console import Console
 from rich.table import Table
+
+from censusdrop.config.settings import ConfigError
+from censusdrop.config.settings import Settings
+from censusdrop.config.settings import find_config
+from censusdrop.config.settings import load_settings
 
 
 class AppContext:

@@ -21,11 +21,21 @@ from pathlib import Path
 from typing import Any
 
 import click
-from censusdrop.cli.accounts import pass_app, record
-from censusdrop.cli.context import AppContext, now, operator, print_json, print_table
-from censusdrop.cli.round_output import as_json_time, shown
-from censusdrop.cli.rounds import admin, to_instant
-from censusdrop.server.custody import Confirmation, Debt, Item
+
+from censusdrop.cli.accounts import pass_app
+from censusdrop.cli.accounts import record
+from censusdrop.cli.context import AppContext
+from censusdrop.cli.context import now
+from censusdrop.cli.context import operator
+from censusdrop.cli.context import print_json
+from censusdrop.cli.context import print_table
+from censusdrop.cli.round_output import as_json_time
+from censusdrop.cli.round_output import shown
+from censusdrop.cli.rounds import admin
+from censusdrop.cli.rounds import to_instant
+from censusdrop.server.custody import Confirmation
+from censusdrop.server.custody import Debt
+from censusdrop.server.custody import Item
 
 OUTSTANDING_EXIT = 1
 

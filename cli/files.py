@@ -14,25 +14,28 @@ from pathlib import Path
 from typing import Any
 
 import click
-from censusdrop.cli.accounts import AdminSession, record
-from censusdrop.cli.context import AppContext, operator, print_json
-from censusdrop.config.prefectures import Prefecture, PrefectureError
+from rich.console import Console
+from rich.progress import BarColumn
+from rich.progress import DownloadColumn
+from rich.progress import Progress
+from rich.progress import TextColumn
+from rich.progress import TimeRemainingColumn
+from rich.progress import TransferSpeedColumn
+from rich.table import Table
+
+from censusdrop.cli.accounts import AdminSession
+from censusdrop.cli.accounts import record
+from censusdrop.cli.context import AppContext
+from censusdrop.cli.context import operator
+from censusdrop.cli.context import print_json
+from censusdrop.config.prefectures import Prefecture
+from censusdrop.config.prefectures import PrefectureError
 from censusdrop.server import names
 from censusdrop.server.filesystem import REPORT_NAMES
 from censusdrop.server.services import Services
 from censusdrop.server.storage import intake
 from censusdrop.server.storage.errors import StorageError
 from censusdrop.server.storage.store import VersionInfo
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
 
 pass_app = click.make_pass_decorator(AppContext)
 

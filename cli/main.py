@@ -9,20 +9,35 @@ from pathlib import Path
 from types import FrameType
 
 import click
-from censusdrop.cli.accounts import AdminSession, account_group, record
-from censusdrop.cli.context import AppContext, now
-from censusdrop.cli.custody import custody_group, reinstate, revoke
-from censusdrop.cli.files import files_group, import_command
+
+from censusdrop.cli.accounts import AdminSession
+from censusdrop.cli.accounts import account_group
+from censusdrop.cli.accounts import record
+from censusdrop.cli.context import AppContext
+from censusdrop.cli.context import now
+from censusdrop.cli.custody import custody_group
+from censusdrop.cli.custody import reinstate
+from censusdrop.cli.custody import revoke
+from censusdrop.cli.files import files_group
+from censusdrop.cli.files import import_command
 from censusdrop.cli.rounds import round_group
-from censusdrop.cli.validate import status_command, validate_command
+from censusdrop.cli.validate import status_command
+from censusdrop.cli.validate import validate_command
 from censusdrop.config.prefectures import PrefectureError
-from censusdrop.config.settings import CONFIG_NAME, ConfigError
+from censusdrop.config.settings import CONFIG_NAME
+from censusdrop.config.settings import ConfigError
 from censusdrop.server.accounts import AccountError
-from censusdrop.server.app import CensusServer, StartupError, open_services
-from censusdrop.server.bootstrap import InitError, init_instance
-from censusdrop.server.db import DatabaseError, make_engine, migrate
+from censusdrop.server.app import CensusServer
+from censusdrop.server.app import StartupError
+from censusdrop.server.app import open_services
+from censusdrop.server.bootstrap import InitError
+from censusdrop.server.bootstrap import init_instance
+from censusdrop.server.db import DatabaseError
+from censusdrop.server.db import make_engine
+from censusdrop.server.db import migrate
 from censusdrop.server.passwords import generate_password
-from censusdrop.server.tls import TLSConfigError, fingerprint
+from censusdrop.server.tls import TLSConfigError
+from censusdrop.server.tls import fingerprint
 
 DEMO_ACCOUNT = "demo-wuhan"
 DEMO_PREFECTURE = "420100"

@@ -9,10 +9,16 @@ from collections import Counter
 from typing import Any
 
 import click
+
 from censusdrop.cli.context import print_table
-from censusdrop.server.roundmodel import STATES, Round, RoundStatus, Window
-from censusdrop.server.rounds import NOTICE_DAYS, Meeting
-from censusdrop.server.workdays import CENSUS_TZ, format_local
+from censusdrop.server.roundmodel import STATES
+from censusdrop.server.roundmodel import Round
+from censusdrop.server.roundmodel import RoundStatus
+from censusdrop.server.roundmodel import Window
+from censusdrop.server.rounds import NOTICE_DAYS
+from censusdrop.server.rounds import Meeting
+from censusdrop.server.workdays import CENSUS_TZ
+from censusdrop.server.workdays import format_local
 
 
 def shown(at: dt.datetime | None, *, end: bool = False) -> str:

@@ -12,23 +12,32 @@ import datetime as dt
 from collections.abc import Iterator
 
 import click
-from censusdrop.cli.accounts import AdminSession, pass_app, record
-from censusdrop.cli.context import AppContext, now, operator, print_json, print_table
-from censusdrop.cli.round_output import (
-    as_json_time,
-    print_status,
-    report_meeting,
-    round_json,
-    shown,
-    state_counts,
-    status_json,
-    window_json,
-    window_text,
-)
+
+from censusdrop.cli.accounts import AdminSession
+from censusdrop.cli.accounts import pass_app
+from censusdrop.cli.accounts import record
+from censusdrop.cli.context import AppContext
+from censusdrop.cli.context import now
+from censusdrop.cli.context import operator
+from censusdrop.cli.context import print_json
+from censusdrop.cli.context import print_table
+from censusdrop.cli.round_output import as_json_time
+from censusdrop.cli.round_output import print_status
+from censusdrop.cli.round_output import report_meeting
+from censusdrop.cli.round_output import round_json
+from censusdrop.cli.round_output import shown
+from censusdrop.cli.round_output import state_counts
+from censusdrop.cli.round_output import status_json
+from censusdrop.cli.round_output import window_json
+from censusdrop.cli.round_output import window_text
 from censusdrop.server.custody import CustodyError
-from censusdrop.server.roundmodel import STATES, WINDOWS, RoundError, Window
+from censusdrop.server.roundmodel import STATES
+from censusdrop.server.roundmodel import WINDOWS
+from censusdrop.server.roundmodel import RoundError
+from censusdrop.server.roundmodel import Window
 from censusdrop.server.services import Services
-from censusdrop.server.workdays import local_date, parse_local
+from censusdrop.server.workdays import local_date
+from censusdrop.server.workdays import parse_local
 
 
 def to_window(

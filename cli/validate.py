@@ -18,21 +18,26 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+
 from censusdrop.audit import events
 from censusdrop.audit.events import AuditEvent
 from censusdrop.cli.accounts import AdminSession
-from censusdrop.cli.context import AppContext, now, operator, print_json, print_table
-from censusdrop.config.checklist import Checklist, ChecklistError
-from censusdrop.config.prefectures import Prefecture, PrefectureError
-from censusdrop.server.prereview import (
-    COMMAND,
-    Declaration,
-    Outcome,
-    Prereviewer,
-    ReportRecord,
-    configured_checklist,
-    records,
-)
+from censusdrop.cli.context import AppContext
+from censusdrop.cli.context import now
+from censusdrop.cli.context import operator
+from censusdrop.cli.context import print_json
+from censusdrop.cli.context import print_table
+from censusdrop.config.checklist import Checklist
+from censusdrop.config.checklist import ChecklistError
+from censusdrop.config.prefectures import Prefecture
+from censusdrop.config.prefectures import PrefectureError
+from censusdrop.server.prereview import COMMAND
+from censusdrop.server.prereview import Declaration
+from censusdrop.server.prereview import Outcome
+from censusdrop.server.prereview import Prereviewer
+from censusdrop.server.prereview import ReportRecord
+from censusdrop.server.prereview import configured_checklist
+from censusdrop.server.prereview import records
 from censusdrop.server.services import Services
 from censusdrop.server.storage.store import Storage
 

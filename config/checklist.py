@@ -19,7 +19,10 @@ import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import NoReturn
+from typing import TypeVar
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance

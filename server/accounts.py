@@ -19,9 +19,13 @@ import re
 from collections.abc import Iterable
 
 import sqlalchemy as sa
+
 from censusdrop.config.prefectures import PrefectureList
-from censusdrop.server.passwords import PasswordHasher, check_new_password
-from censusdrop.server.schema import accounts, assignments, ip_failures
+from censusdrop.server.passwords import PasswordHasher
+from censusdrop.server.passwords import check_new_password
+from censusdrop.server.schema import accounts
+from censusdrop.server.schema import assignments
+from censusdrop.server.schema import ip_failures
 
 FTP_ROLES = ("prefecture", "reviewer")
 CLI_ROLES = ("admin", "auditor")

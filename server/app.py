@@ -17,26 +17,35 @@ import socket
 import threading
 from typing import Any
 
+from pyftpdlib.ioloop import IOLoop
+from pyftpdlib.servers import FTPServer
+
 from censusdrop.audit.checkpoint import load_signing_key
 from censusdrop.audit.events import AuditError
 from censusdrop.audit.store import AuditWriter
 from censusdrop.config.checklist import ChecklistError
-from censusdrop.config.prefectures import PrefectureError, load_prefectures
-from censusdrop.config.settings import ConfigError, Settings
-from censusdrop.server.accounts import AccountStore, LockoutPolicy
-from censusdrop.server.db import DatabaseError, check_schema, make_engine
+from censusdrop.config.prefectures import PrefectureError
+from censusdrop.config.prefectures import load_prefectures
+from censusdrop.config.settings import ConfigError
+from censusdrop.config.settings import Settings
+from censusdrop.server.accounts import AccountStore
+from censusdrop.server.accounts import LockoutPolicy
+from censusdrop.server.db import DatabaseError
+from censusdrop.server.db import check_schema
+from censusdrop.server.db import make_engine
 from censusdrop.server.guard import AccessGuard
-from censusdrop.server.handler import CensusHandler, make_handler
+from censusdrop.server.handler import CensusHandler
+from censusdrop.server.handler import make_handler
 from censusdrop.server.loop import LoopBridge
-from censusdrop.server.passwords import Argon2Cost, PasswordHasher
+from censusdrop.server.passwords import Argon2Cost
+from censusdrop.server.passwords import PasswordHasher
 from censusdrop.server.prereview import PrereviewService
 from censusdrop.server.services import Services
 from censusdrop.server.storage.errors import StorageError
 from censusdrop.server.storage.keyring import Keyring
 from censusdrop.server.storage.store import Storage
-from censusdrop.server.tls import TLSConfigError, make_context
-from pyftpdlib.ioloop import IOLoop
-from pyftpdlib.servers import FTPServer
+from censusdrop.server.tls import TLSConfigError
+from censusdrop.server.tls import make_context
 
 logger = logging.getLogger(__name__)
 

@@ -6,11 +6,15 @@ import datetime as dt
 from importlib import resources
 from pathlib import Path
 
-from censusdrop.config.settings import CONFIG_NAME, Settings, load_settings
+from censusdrop.config.settings import CONFIG_NAME
+from censusdrop.config.settings import Settings
+from censusdrop.config.settings import load_settings
 from censusdrop.server.app import master_key_from_env
-from censusdrop.server.db import make_engine, migrate
+from censusdrop.server.db import make_engine
+from censusdrop.server.db import migrate
 from censusdrop.server.storage.keyring import Keyring
-from censusdrop.server.tls import create_self_signed, default_hostname
+from censusdrop.server.tls import create_self_signed
+from censusdrop.server.tls import default_hostname
 
 
 class InitError(Exception):

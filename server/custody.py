@@ -27,15 +27,14 @@ from concurrent.futures import Future
 from typing import Any
 
 import sqlalchemy as sa
+
 from censusdrop.server import names
 from censusdrop.server.revocations import RevocationStore
 from censusdrop.server.roundmodel import Round
 from censusdrop.server.rounds import RoundStore
-from censusdrop.server.schema import (
-    custody_confirmations,
-    custody_items,
-    file_versions,
-)
+from censusdrop.server.schema import custody_confirmations
+from censusdrop.server.schema import custody_items
+from censusdrop.server.schema import file_versions
 from censusdrop.server.storage.store import Storage
 
 logger = logging.getLogger(__name__)

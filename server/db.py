@@ -17,7 +17,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from censusdrop.audit.locking import BEGIN_MODE_OPTION, prepare_engine
+
+from censusdrop.audit.locking import BEGIN_MODE_OPTION
+from censusdrop.audit.locking import prepare_engine
 
 logger = logging.getLogger(__name__)
 

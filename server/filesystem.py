@@ -15,23 +15,24 @@ import dataclasses
 import os
 import stat as stat_module
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any
+from typing import Protocol
+
+from pyftpdlib.filesystems import AbstractedFS
+from pyftpdlib.filesystems import FilesystemError
 
 from censusdrop.config.prefectures import Prefecture
 from censusdrop.server import names
 from censusdrop.server.storage.errors import IntegrityError
-from censusdrop.server.storage.store import (
-    AlreadyExists,
-    Entry,
-    NoSpace,
-    NotEmpty,
-    NotFound,
-    ResumeRefused,
-    Storage,
-    StorageError,
-    WrongKind,
-)
-from pyftpdlib.filesystems import AbstractedFS, FilesystemError
+from censusdrop.server.storage.store import AlreadyExists
+from censusdrop.server.storage.store import Entry
+from censusdrop.server.storage.store import NoSpace
+from censusdrop.server.storage.store import NotEmpty
+from censusdrop.server.storage.store import NotFound
+from censusdrop.server.storage.store import ResumeRefused
+from censusdrop.server.storage.store import Storage
+from censusdrop.server.storage.store import StorageError
+from censusdrop.server.storage.store import WrongKind
 
 # Files the server writes into an area (pre-review reports); prefectures may
 # read them but never change or remove them.

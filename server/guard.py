@@ -23,14 +23,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any
+from typing import TypeVar
+
+from pyftpdlib.handlers import DTPHandler
 
 from censusdrop.audit import events
 from censusdrop.server.handler import CensusHandler
-from censusdrop.server.policy import AccessState, Refusal
+from censusdrop.server.policy import AccessState
+from censusdrop.server.policy import Refusal
 from censusdrop.server.services import Services
 from censusdrop.server.storage.store import Download
-from pyftpdlib.handlers import DTPHandler
 
 logger = logging.getLogger(__name__)
 

@@ -37,27 +37,33 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from OpenSSL import SSL
+from pyftpdlib.filesystems import FilesystemError
+from pyftpdlib.handlers import TLS_DTPHandler
+from pyftpdlib.handlers import TLS_FTPHandler
+from pyftpdlib.utils import strerror
+
 from censusdrop.audit import events
 from censusdrop.audit.events import AuditEvent
 from censusdrop.server import names
-from censusdrop.server.accounts import Account, LoginOutcome, LoginResult
-from censusdrop.server.custody import ReviewerDownload, record_off_loop
-from censusdrop.server.filesystem import (
-    WRITE_PERMS,
-    AccountView,
-    CannotResume,
-    CensusFS,
-    Damaged,
-    NoRoom,
-    WindowClosed,
-)
+from censusdrop.server.accounts import Account
+from censusdrop.server.accounts import LoginOutcome
+from censusdrop.server.accounts import LoginResult
+from censusdrop.server.custody import ReviewerDownload
+from censusdrop.server.custody import record_off_loop
+from censusdrop.server.filesystem import WRITE_PERMS
+from censusdrop.server.filesystem import AccountView
+from censusdrop.server.filesystem import CannotResume
+from censusdrop.server.filesystem import CensusFS
+from censusdrop.server.filesystem import Damaged
+from censusdrop.server.filesystem import NoRoom
+from censusdrop.server.filesystem import WindowClosed
 from censusdrop.server.services import Services
 from censusdrop.server.storage.errors import IntegrityError
-from censusdrop.server.storage.store import Download, NoSpace, StorageError, Upload
-from OpenSSL import SSL
-from pyftpdlib.filesystems import FilesystemError
-from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
-from pyftpdlib.utils import strerror
+from censusdrop.server.storage.store import Download
+from censusdrop.server.storage.store import NoSpace
+from censusdrop.server.storage.store import StorageError
+from censusdrop.server.storage.store import Upload
 
 logger = logging.getLogger(__name__)
 

@@ -27,10 +27,15 @@ import datetime as dt
 from collections.abc import Mapping
 
 from censusdrop.server import roundmodel as rm
-from censusdrop.server.accounts import Account, AccountStore, LoginOutcome, LoginResult
+from censusdrop.server.accounts import Account
+from censusdrop.server.accounts import AccountStore
+from censusdrop.server.accounts import LoginOutcome
+from censusdrop.server.accounts import LoginResult
 from censusdrop.server.clock import Clock
-from censusdrop.server.revocations import Revocation, RevocationStore
-from censusdrop.server.roundmodel import Entry, Round
+from censusdrop.server.revocations import Revocation
+from censusdrop.server.revocations import RevocationStore
+from censusdrop.server.roundmodel import Entry
+from censusdrop.server.roundmodel import Round
 from censusdrop.server.rounds import RoundStore
 from censusdrop.server.workdays import format_local_zh
 

@@ -13,7 +13,9 @@ import dataclasses
 import datetime as dt
 
 import sqlalchemy as sa
-from censusdrop.server.accounts import AccountError, AccountStore
+
+from censusdrop.server.accounts import AccountError
+from censusdrop.server.accounts import AccountStore
 from censusdrop.server.schema import revocations
 
 

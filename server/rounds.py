@@ -21,13 +21,21 @@ import re
 from collections.abc import Sequence
 
 import sqlalchemy as sa
+
 from censusdrop.audit import events
-from censusdrop.audit.events import AuditEvent, AuditSink
+from censusdrop.audit.events import AuditEvent
+from censusdrop.audit.events import AuditSink
 from censusdrop.config.prefectures import PrefectureList
 from censusdrop.server import roundmodel as rm
-from censusdrop.server.roundmodel import Entry, Round, RoundError, RoundStatus, Window
-from censusdrop.server.schema import round_prefectures, rounds
-from censusdrop.server.workdays import Deadline, rectification_deadline
+from censusdrop.server.roundmodel import Entry
+from censusdrop.server.roundmodel import Round
+from censusdrop.server.roundmodel import RoundError
+from censusdrop.server.roundmodel import RoundStatus
+from censusdrop.server.roundmodel import Window
+from censusdrop.server.schema import round_prefectures
+from censusdrop.server.schema import rounds
+from censusdrop.server.workdays import Deadline
+from censusdrop.server.workdays import rectification_deadline
 
 ROUND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 NOTICE_DAYS = 3

@@ -7,17 +7,19 @@ import functools
 from typing import Any
 
 import sqlalchemy as sa
+from OpenSSL import SSL
+
 from censusdrop.audit.events import AuditSink
 from censusdrop.config.prefectures import PrefectureList
 from censusdrop.config.settings import Settings
 from censusdrop.server.accounts import AccountStore
-from censusdrop.server.clock import Clock, SystemClock
+from censusdrop.server.clock import Clock
+from censusdrop.server.clock import SystemClock
 from censusdrop.server.custody import CustodyLedger
 from censusdrop.server.policy import AccessPolicy
 from censusdrop.server.revocations import RevocationStore
 from censusdrop.server.rounds import RoundStore
 from censusdrop.server.storage.store import Storage
-from OpenSSL import SSL
 
 
 @dataclasses.dataclass

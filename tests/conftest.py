@@ -119,7 +119,8 @@ class Instance:
     def __init__(self, folder: Path, database_url: str, **overrides: str) -> None:
         import datetime as dt
 
-        from censusdrop.server.bootstrap import example_config, init_instance
+        from censusdrop.server.bootstrap import example_config
+        from censusdrop.server.bootstrap import init_instance
 
         text = example_config()
         text = text.replace(

@@ -12,17 +12,23 @@ import contextlib
 import ftplib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
+from typing import TypeVar
 
 import pytest
 import sqlalchemy as sa
+
 from censusdrop.server.prereview import TEXT_REPORT
 from censusdrop.server.schema import prereview_reports
 from censusdrop.server.storage.store import Storage
-from conftest import TEST_PASSWORD, Instance, RunningServer
-from ftpclient import login, upload
+from conftest import TEST_PASSWORD
+from conftest import Instance
+from conftest import RunningServer
+from ftpclient import login
+from ftpclient import upload
 
 QUIET = 0.5
 WUHAN = "420100"

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from censusdrop.server.clock import FixedClock
-from censusdrop.server.roundmodel import Round, Window
+from censusdrop.server.roundmodel import Round
+from censusdrop.server.roundmodel import Window
 
 CHINA = zoneinfo.ZoneInfo("Asia/Shanghai")
 
@@ -83,6 +84,7 @@ def wait_for(check: Callable[[], Any], timeout: float = 10.0) -> Any:
 def audit_events(running: Any, action: str) -> list[Any]:
     """Stored audit events of one action, after the writer flushed."""
     import sqlalchemy as sa
+
     from censusdrop.audit.schema import audit_events as table
 
     running.services.audit.flush(10)

@@ -7,11 +7,12 @@ import hashlib
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from censusdrop.audit import chain
 from censusdrop.audit.events import AuditEvent
 from censusdrop.audit.schema import ROW_COLUMNS
-from hypothesis import given
-from hypothesis import strategies as st
 
 AT = dt.datetime(2020, 6, 15, 8, 30, 0, 123456, tzinfo=dt.UTC)
 

@@ -11,23 +11,22 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from cryptography.hazmat.primitives import serialization
+
 from censusdrop.audit.chain import GENESIS_HASH
-from censusdrop.audit.checkpoint import (
-    CheckpointFileError,
-    KeyFileError,
-    create_signing_key,
-    latest_checkpoint,
-    load_signing_key,
-    load_verify_key,
-    make_checkpoint,
-    read_checkpoint_file,
-    sign_checkpoint,
-    write_checkpoint_file,
-)
+from censusdrop.audit.checkpoint import CheckpointFileError
+from censusdrop.audit.checkpoint import KeyFileError
+from censusdrop.audit.checkpoint import create_signing_key
+from censusdrop.audit.checkpoint import latest_checkpoint
+from censusdrop.audit.checkpoint import load_signing_key
+from censusdrop.audit.checkpoint import load_verify_key
+from censusdrop.audit.checkpoint import make_checkpoint
+from censusdrop.audit.checkpoint import read_checkpoint_file
+from censusdrop.audit.checkpoint import sign_checkpoint
+from censusdrop.audit.checkpoint import write_checkpoint_file
 from censusdrop.audit.events import AuditEvent
 from censusdrop.audit.schema import metadata
 from censusdrop.audit.store import AuditLog
-from cryptography.hazmat.primitives import serialization
 
 AT = dt.datetime(2020, 6, 20, 9, 0, tzinfo=dt.UTC)
 

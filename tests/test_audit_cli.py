@@ -13,13 +13,16 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
+from click.testing import Result
+
 from censusdrop.audit import events as ev
 from censusdrop.audit.checkpoint import create_signing_key
 from censusdrop.audit.events import AuditEvent
-from censusdrop.audit.schema import audit_events, metadata
+from censusdrop.audit.schema import audit_events
+from censusdrop.audit.schema import metadata
 from censusdrop.audit.store import AuditLog
 from censusdrop.cli.audit import audit
-from click.testing import CliRunner, Result
 
 T0 = dt.datetime(2020, 6, 15, 1, 0, tzinfo=dt.UTC)  # 09:00 in Shanghai
 PATH = "/420100/01 验收申请/申请表.pdf"

@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+
 from censusdrop.audit import events as ev
-from censusdrop.audit.checkpoint import SigningKey, create_signing_key
+from censusdrop.audit.checkpoint import SigningKey
+from censusdrop.audit.checkpoint import create_signing_key
 from censusdrop.audit.events import AuditEvent
-from censusdrop.audit.export import (
-    CHECKPOINT_FILE,
-    EVENTS_FILE,
-    PUBLIC_KEY_FILE,
-    ExportError,
-    export_log,
-    verify_export,
-)
+from censusdrop.audit.export import CHECKPOINT_FILE
+from censusdrop.audit.export import EVENTS_FILE
+from censusdrop.audit.export import PUBLIC_KEY_FILE
+from censusdrop.audit.export import ExportError
+from censusdrop.audit.export import export_log
+from censusdrop.audit.export import verify_export
 from censusdrop.audit.schema import metadata
 from censusdrop.audit.store import AuditLog
 from censusdrop.audit.verify import ProblemKind

@@ -8,9 +8,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+
 from censusdrop.audit import events as ev
 from censusdrop.audit.events import AuditEvent
-from censusdrop.audit.query import EventFilter, downloads, find_events, sessions
+from censusdrop.audit.query import EventFilter
+from censusdrop.audit.query import downloads
+from censusdrop.audit.query import find_events
+from censusdrop.audit.query import sessions
 from censusdrop.audit.schema import metadata
 from censusdrop.audit.store import AuditLog
 

@@ -13,21 +13,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import reportkit as kit
 import sqlalchemy as sa
+
+import reportkit as kit
 from censusdrop.audit import events as ev
-from censusdrop.audit.checkpoint import SigningKey, create_signing_key, make_checkpoint
+from censusdrop.audit.checkpoint import SigningKey
+from censusdrop.audit.checkpoint import create_signing_key
+from censusdrop.audit.checkpoint import make_checkpoint
 from censusdrop.audit.events import AuditEvent
-from censusdrop.audit.query import EventFilter, downloads
-from censusdrop.audit.report import (
-    Period,
-    Report,
-    ReportOptions,
-    build_report,
-    render,
-    write_report,
-)
-from censusdrop.audit.schema import audit_events, metadata
+from censusdrop.audit.query import EventFilter
+from censusdrop.audit.query import downloads
+from censusdrop.audit.report import Period
+from censusdrop.audit.report import Report
+from censusdrop.audit.report import ReportOptions
+from censusdrop.audit.report import build_report
+from censusdrop.audit.report import render
+from censusdrop.audit.report import write_report
+from censusdrop.audit.schema import audit_events
+from censusdrop.audit.schema import metadata
 from censusdrop.audit.store import AuditLog
 from censusdrop.config.prefectures import load_prefectures
 
@@ -192,7 +195,8 @@ def test_findings_name_the_holiday_download_the_bulk_take_and_new_addresses(
 
 
 def test_rule_thresholds_are_parameters(engine: sa.Engine, key: SigningKey) -> None:
-    from censusdrop.audit.report import BulkRule, WorkingHours
+    from censusdrop.audit.report import BulkRule
+    from censusdrop.audit.report import WorkingHours
 
     strict = make(
         engine, key,

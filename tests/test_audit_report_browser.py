@@ -16,10 +16,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import reportkit as kit
 import sqlalchemy as sa
-from censusdrop.audit.checkpoint import create_signing_key, make_checkpoint
-from censusdrop.audit.report import Period, ReportOptions, build_report, write_report
+
+import reportkit as kit
+from censusdrop.audit.checkpoint import create_signing_key
+from censusdrop.audit.checkpoint import make_checkpoint
+from censusdrop.audit.report import Period
+from censusdrop.audit.report import ReportOptions
+from censusdrop.audit.report import build_report
+from censusdrop.audit.report import write_report
 from censusdrop.audit.schema import metadata
 from censusdrop.audit.store import AuditLog
 from censusdrop.config.prefectures import load_prefectures

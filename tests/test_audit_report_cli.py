@@ -10,22 +10,24 @@ from functools import cached_property
 from pathlib import Path
 
 import pytest
-import reportkit as kit
 import sqlalchemy as sa
-from censusdrop.audit.checkpoint import (
-    create_signing_key,
-    load_signing_key,
-    make_checkpoint,
-)
-from censusdrop.audit.events import AuditEvent, DurableCallback
-from censusdrop.audit.schema import audit_events, metadata
+from click.testing import CliRunner
+from click.testing import Result
+
+import reportkit as kit
+from censusdrop.audit.checkpoint import create_signing_key
+from censusdrop.audit.checkpoint import load_signing_key
+from censusdrop.audit.checkpoint import make_checkpoint
+from censusdrop.audit.events import AuditEvent
+from censusdrop.audit.events import DurableCallback
+from censusdrop.audit.schema import audit_events
+from censusdrop.audit.schema import metadata
 from censusdrop.audit.store import AuditLog
 from censusdrop.cli.audit import audit
 from censusdrop.config.prefectures import load_prefectures
 from censusdrop.server.roundmodel import Window
 from censusdrop.server.rounds import RoundStore
 from censusdrop.server.schema import metadata as server_metadata
-from click.testing import CliRunner, Result
 
 
 @dataclasses.dataclass

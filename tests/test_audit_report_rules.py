@@ -5,16 +5,16 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+
 from censusdrop.audit.report_data import host_of
-from censusdrop.audit.report_rules import (
-    BulkRule,
-    Take,
-    WorkingHours,
-    after_hours,
-    bulk_takes,
-    new_addresses,
-)
-from reportkit import CHINA, china
+from censusdrop.audit.report_rules import BulkRule
+from censusdrop.audit.report_rules import Take
+from censusdrop.audit.report_rules import WorkingHours
+from censusdrop.audit.report_rules import after_hours
+from censusdrop.audit.report_rules import bulk_takes
+from censusdrop.audit.report_rules import new_addresses
+from reportkit import CHINA
+from reportkit import china
 
 HOURS = WorkingHours()
 

@@ -10,11 +10,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+
 from censusdrop.audit import events as ev
 from censusdrop.audit.chain import GENESIS_HASH
 from censusdrop.audit.events import AuditEvent
-from censusdrop.audit.query import EventFilter, find_events
-from censusdrop.audit.schema import audit_events, metadata
+from censusdrop.audit.query import EventFilter
+from censusdrop.audit.query import find_events
+from censusdrop.audit.schema import audit_events
+from censusdrop.audit.schema import metadata
 from censusdrop.audit.store import AuditLog
 from censusdrop.audit.verify import verify_database
 

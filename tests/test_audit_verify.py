@@ -9,17 +9,22 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+
 from censusdrop.audit import events as ev
-from censusdrop.audit.chain import canonical_text, chain_hash, seal
-from censusdrop.audit.checkpoint import (
-    SigningKey,
-    create_signing_key,
-    make_checkpoint,
-)
+from censusdrop.audit.chain import canonical_text
+from censusdrop.audit.chain import chain_hash
+from censusdrop.audit.chain import seal
+from censusdrop.audit.checkpoint import SigningKey
+from censusdrop.audit.checkpoint import create_signing_key
+from censusdrop.audit.checkpoint import make_checkpoint
 from censusdrop.audit.events import AuditEvent
-from censusdrop.audit.schema import audit_checkpoints, audit_events, metadata
+from censusdrop.audit.schema import audit_checkpoints
+from censusdrop.audit.schema import audit_events
+from censusdrop.audit.schema import metadata
 from censusdrop.audit.store import AuditLog
-from censusdrop.audit.verify import ProblemKind, VerifyResult, verify_database
+from censusdrop.audit.verify import ProblemKind
+from censusdrop.audit.verify import VerifyResult
+from censusdrop.audit.verify import verify_database
 
 EVENTS = 40
 START = dt.datetime(2020, 6, 15, 8, 0, tzinfo=dt.UTC)

@@ -15,9 +15,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+
 from censusdrop.audit import events as ev
-from censusdrop.audit.events import AuditEvent, AuditUnavailable
-from censusdrop.audit.query import EventFilter, find_events
+from censusdrop.audit.events import AuditEvent
+from censusdrop.audit.events import AuditUnavailable
+from censusdrop.audit.query import EventFilter
+from censusdrop.audit.query import find_events
 from censusdrop.audit.schema import metadata
 from censusdrop.audit.store import AuditWriter
 from censusdrop.audit.verify import verify_database

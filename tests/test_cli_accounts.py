@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from censusdrop.cli.main import cli
 from click.testing import CliRunner
+
+from censusdrop.cli.main import cli
 
 
 @pytest.fixture

@@ -8,11 +8,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-from censusdrop.cli.main import cli
 from click.testing import CliRunner
+
+from censusdrop.cli.main import cli
 from conftest import TEST_PASSWORD
-from ftpclient import download, login, upload
-from roundkit import REVIEWING, WUHAN, distribute, fixed_clock, make_round, wait_for
+from ftpclient import download
+from ftpclient import login
+from ftpclient import upload
+from roundkit import REVIEWING
+from roundkit import WUHAN
+from roundkit import distribute
+from roundkit import fixed_clock
+from roundkit import make_round
+from roundkit import wait_for
 
 FILES = {"自评估报告.txt": "自评估".encode() * 100, "总结报告.txt": b"summary" * 50}
 

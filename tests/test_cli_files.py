@@ -12,13 +12,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
+
 from censusdrop.cli.context import operator
 from censusdrop.cli.main import cli
 from censusdrop.server.db import make_engine
 from censusdrop.server.storage import intake
 from censusdrop.server.storage.keyring import Keyring
 from censusdrop.server.storage.store import Storage
-from click.testing import CliRunner
 from conftest import Instance
 
 AREA = "422800"  # 恩施州

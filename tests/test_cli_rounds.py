@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
+
 from censusdrop.audit.schema import audit_events
 from censusdrop.cli.main import cli
-from click.testing import CliRunner
 
 COMMANDS = [
     ("round", "create"),

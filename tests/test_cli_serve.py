@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ftpclient import download, login, upload
+from ftpclient import download
+from ftpclient import login
+from ftpclient import upload
 
 CLI = [sys.executable, "-c", "from censusdrop.cli.main import main; main()"]
 

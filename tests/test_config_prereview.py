@@ -6,8 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from censusdrop.config.settings import ConfigError, Settings, load_settings
-from censusdrop.server.app import CensusServer, StartupError
+
+from censusdrop.config.settings import ConfigError
+from censusdrop.config.settings import Settings
+from censusdrop.config.settings import load_settings
+from censusdrop.server.app import CensusServer
+from censusdrop.server.app import StartupError
 from censusdrop.server.bootstrap import example_config
 from censusdrop.server.prereview import configured_checklist
 from conftest import Instance

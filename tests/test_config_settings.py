@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from censusdrop.config.prefectures import (
-    PrefectureError,
-    load_prefectures,
-    parse_prefectures,
-)
-from censusdrop.config.settings import ConfigError, load_settings
+
+from censusdrop.config.prefectures import PrefectureError
+from censusdrop.config.prefectures import load_prefectures
+from censusdrop.config.prefectures import parse_prefectures
+from censusdrop.config.settings import ConfigError
+from censusdrop.config.settings import load_settings
 from censusdrop.server.bootstrap import example_config
 
 

@@ -10,10 +10,14 @@ import ssl
 
 import pytest
 import sqlalchemy as sa
-from conftest import TEST_PASSWORD
-from ftpclient import login, tls_context
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
+
+from conftest import TEST_PASSWORD
+from ftpclient import login
+from ftpclient import tls_context
 
 REPLY = re.compile(r"^[1-5]\d\d[ -]")
 

@@ -9,13 +9,16 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
+
 from censusdrop.cli.main import cli
-from censusdrop.server.prereview import MARKER_NAME, TEXT_REPORT
+from censusdrop.server.prereview import MARKER_NAME
+from censusdrop.server.prereview import TEXT_REPORT
 from censusdrop.server.schema import prereview_reports
 from censusdrop.server.services import Services
-from click.testing import CliRunner
 from conftest import Instance
-from prereviewkit import WUHAN, store_tree
+from prereviewkit import WUHAN
+from prereviewkit import store_tree
 from treebuilder import build_submission
 
 

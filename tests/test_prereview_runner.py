@@ -8,17 +8,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from censusdrop.server import roundmodel as rm
-from censusdrop.server.prereview import (
-    MARKER_NAME,
-    TEXT_REPORT,
-    Prereviewer,
-    configured_checklist,
-    runner,
-)
+from censusdrop.server.prereview import MARKER_NAME
+from censusdrop.server.prereview import TEXT_REPORT
+from censusdrop.server.prereview import Prereviewer
+from censusdrop.server.prereview import configured_checklist
+from censusdrop.server.prereview import runner
 from censusdrop.server.services import Services
 from conftest import Instance
-from prereviewkit import WUHAN, store_tree
+from prereviewkit import WUHAN
+from prereviewkit import store_tree
 from treebuilder import build_submission
 
 AT = dt.datetime(2020, 5, 6, 10, 0, tzinfo=dt.UTC)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from collections.abc import Iterator
 
 import pytest
+
 from censusdrop.server.prereview.scheduler import Debouncer
 
 QUIET = 0.15

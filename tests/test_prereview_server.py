@@ -9,28 +9,30 @@ import io
 from pathlib import Path
 
 import pytest
+
 from censusdrop.server.filesystem import REPORT_NAMES
-from censusdrop.server.prereview import HTML_REPORT, TEXT_REPORT, runner
+from censusdrop.server.prereview import HTML_REPORT
+from censusdrop.server.prereview import TEXT_REPORT
+from censusdrop.server.prereview import runner
 from censusdrop.server.validation import validate
-from ftpclient import download, upload
-from prereviewkit import (
-    ENSHI,
-    QUIET,
-    WUHAN,
-    audit_events,
-    login_as,
-    make_instance,
-    quick_server,
-    quick_sqlite_server,
-    report_text,
-    reports,
-    rules,
-    running,
-    store_tree,
-    upload_tree,
-    wait_for,
-    wait_reports,
-)
+from ftpclient import download
+from ftpclient import upload
+from prereviewkit import ENSHI
+from prereviewkit import QUIET
+from prereviewkit import WUHAN
+from prereviewkit import audit_events
+from prereviewkit import login_as
+from prereviewkit import make_instance
+from prereviewkit import quick_server
+from prereviewkit import quick_sqlite_server
+from prereviewkit import report_text
+from prereviewkit import reports
+from prereviewkit import rules
+from prereviewkit import running
+from prereviewkit import store_tree
+from prereviewkit import upload_tree
+from prereviewkit import wait_for
+from prereviewkit import wait_reports
 from treebuilder import ENSHI as ENSHI_PREFECTURE
 from treebuilder import build_submission
 

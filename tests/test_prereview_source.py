@@ -8,31 +8,33 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from censusdrop.server.prereview import MARKER_NAME, StorageSource, is_marker
-from censusdrop.server.prereview.watcher import AreaEvents, poll_interval
+from watchdog.events import DirCreatedEvent
+from watchdog.events import FileClosedEvent
+from watchdog.events import FileCreatedEvent
+from watchdog.events import FileDeletedEvent
+from watchdog.events import FileModifiedEvent
+from watchdog.events import FileMovedEvent
+from watchdog.events import FileOpenedEvent
+
+from censusdrop.server.prereview import MARKER_NAME
+from censusdrop.server.prereview import StorageSource
+from censusdrop.server.prereview import is_marker
+from censusdrop.server.prereview.watcher import AreaEvents
+from censusdrop.server.prereview.watcher import poll_interval
 from censusdrop.server.storage.store import Storage
-from censusdrop.server.validation import SourceError, validate
+from censusdrop.server.validation import SourceError
+from censusdrop.server.validation import validate
 from conftest import Instance
-from prereviewkit import WUHAN, store_tree
-from treebuilder import (
-    AT,
-    CHECKLIST,
-    HUBEI,
-    build_submission,
-    docx_bytes,
-    errors,
-    exe_bytes,
-)
+from prereviewkit import WUHAN
+from prereviewkit import store_tree
+from treebuilder import AT
+from treebuilder import CHECKLIST
+from treebuilder import HUBEI
 from treebuilder import WUHAN as WUHAN_PREFECTURE
-from watchdog.events import (
-    DirCreatedEvent,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileOpenedEvent,
-)
+from treebuilder import build_submission
+from treebuilder import docx_bytes
+from treebuilder import errors
+from treebuilder import exe_bytes
 
 
 @pytest.fixture

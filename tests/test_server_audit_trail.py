@@ -6,10 +6,14 @@ import ftplib
 import hashlib
 
 import pytest
-from censusdrop.audit.query import EventFilter, find_events
+
+from censusdrop.audit.query import EventFilter
+from censusdrop.audit.query import find_events
 from censusdrop.audit.verify import verify_database
 from conftest import TEST_PASSWORD
-from ftpclient import download, login, upload
+from ftpclient import download
+from ftpclient import login
+from ftpclient import upload
 
 
 def _session_events(server, session: str | None = None):  # type: ignore[no-untyped-def]

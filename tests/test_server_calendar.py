@@ -5,14 +5,13 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from censusdrop.server.workdays import (
-    add_working_days,
-    format_local,
-    format_local_zh,
-    is_working_day,
-    parse_local,
-    rectification_deadline,
-)
+
+from censusdrop.server.workdays import add_working_days
+from censusdrop.server.workdays import format_local
+from censusdrop.server.workdays import format_local_zh
+from censusdrop.server.workdays import is_working_day
+from censusdrop.server.workdays import parse_local
+from censusdrop.server.workdays import rectification_deadline
 from roundkit import china
 
 

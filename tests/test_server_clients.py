@@ -8,8 +8,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import TEST_PASSWORD, require_tool
-from ftpclient import download, login, upload
+
+from conftest import TEST_PASSWORD
+from conftest import require_tool
+from ftpclient import download
+from ftpclient import login
+from ftpclient import upload
 
 pytestmark = pytest.mark.external
 

@@ -10,8 +10,14 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import PG_ADMIN_URL, TEST_PASSWORD, Instance, RunningServer
-from ftpclient import download, login, upload
+
+from conftest import PG_ADMIN_URL
+from conftest import TEST_PASSWORD
+from conftest import Instance
+from conftest import RunningServer
+from ftpclient import download
+from ftpclient import login
+from ftpclient import upload
 
 
 @pytest.fixture

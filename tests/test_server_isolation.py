@@ -5,8 +5,11 @@ from __future__ import annotations
 import ftplib
 
 import pytest
+
 from conftest import TEST_PASSWORD
-from ftpclient import download, login, upload
+from ftpclient import download
+from ftpclient import login
+from ftpclient import upload
 
 ESCAPES = [
     "../420100/x.txt",

@@ -11,8 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import TEST_PASSWORD, Instance, RunningServer
-from ftpclient import login, tls_context, upload
+
+from conftest import TEST_PASSWORD
+from conftest import Instance
+from conftest import RunningServer
+from ftpclient import login
+from ftpclient import tls_context
+from ftpclient import upload
 
 
 def _running(tmp_path: Path, **overrides: str) -> Iterator[RunningServer]:

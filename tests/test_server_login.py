@@ -5,8 +5,11 @@ from __future__ import annotations
 import ftplib
 
 import pytest
-from conftest import TEST_PASSWORD, RunningServer
-from ftpclient import connect, login
+
+from conftest import TEST_PASSWORD
+from conftest import RunningServer
+from ftpclient import connect
+from ftpclient import login
 
 
 def _attempt(server, user: str, password: str) -> str:

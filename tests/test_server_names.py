@@ -9,8 +9,11 @@ import os
 import unicodedata
 
 import pytest
+
 from conftest import TEST_PASSWORD
-from ftpclient import download, login, upload
+from ftpclient import download
+from ftpclient import login
+from ftpclient import upload
 
 TREE = {
     "1.武汉市普查领导小组成立文件20200405/成立文件（盖章）.pdf": os.urandom(70_000),

@@ -7,19 +7,18 @@ import dataclasses
 from censusdrop.server.accounts import Account
 from censusdrop.server.policy import AccessState
 from censusdrop.server.revocations import Revocation
-from censusdrop.server.roundmodel import Entry, Round
-from roundkit import (
-    AFTER,
-    BEFORE,
-    ENSHI,
-    REVIEW,
-    REVIEWING,
-    SUBMISSION,
-    SUBMITTING,
-    WUHAN,
-    YICHANG,
-    china,
-)
+from censusdrop.server.roundmodel import Entry
+from censusdrop.server.roundmodel import Round
+from roundkit import AFTER
+from roundkit import BEFORE
+from roundkit import ENSHI
+from roundkit import REVIEW
+from roundkit import REVIEWING
+from roundkit import SUBMISSION
+from roundkit import SUBMITTING
+from roundkit import WUHAN
+from roundkit import YICHANG
+from roundkit import china
 
 
 def _round(*entries: Entry, name: str = "2020-hubei") -> Round:

@@ -11,20 +11,21 @@ import ssl
 from typing import Any
 
 import pytest
-from censusdrop.cli.main import cli
 from click.testing import CliRunner
+
+from censusdrop.cli.main import cli
 from conftest import TEST_PASSWORD
-from ftpclient import download, login, upload
-from roundkit import (
-    AFTER,
-    WUHAN,
-    audit_events,
-    china,
-    distribute,
-    fixed_clock,
-    make_round,
-    wait_for,
-)
+from ftpclient import download
+from ftpclient import login
+from ftpclient import upload
+from roundkit import AFTER
+from roundkit import WUHAN
+from roundkit import audit_events
+from roundkit import china
+from roundkit import distribute
+from roundkit import fixed_clock
+from roundkit import make_round
+from roundkit import wait_for
 
 BIG = 24 * 1024 * 1024  # far more than socket buffers hold
 

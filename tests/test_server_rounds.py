@@ -12,10 +12,18 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+
 from censusdrop.audit.schema import audit_events
-from censusdrop.server.roundmodel import RoundError, TransitionRefused
+from censusdrop.server.roundmodel import RoundError
+from censusdrop.server.roundmodel import TransitionRefused
 from conftest import Instance
-from roundkit import ENSHI, REVIEWING, SUBMITTING, WUHAN, china, distribute, make_round
+from roundkit import ENSHI
+from roundkit import REVIEWING
+from roundkit import SUBMITTING
+from roundkit import WUHAN
+from roundkit import china
+from roundkit import distribute
+from roundkit import make_round
 
 
 @pytest.fixture

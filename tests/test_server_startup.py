@@ -6,9 +6,10 @@ import datetime as dt
 import socket
 from pathlib import Path
 
+from click.testing import CliRunner
+
 from censusdrop.cli.main import cli
 from censusdrop.server.tls import create_self_signed
-from click.testing import CliRunner
 from conftest import Instance
 
 

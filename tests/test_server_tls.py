@@ -8,8 +8,11 @@ import ssl
 import warnings
 
 import pytest
+
 from conftest import TEST_PASSWORD
-from ftpclient import connect, login, tls_context
+from ftpclient import connect
+from ftpclient import login
+from ftpclient import tls_context
 
 
 def _plain(address: tuple[str, int]) -> socket.socket:
@@ -93,7 +96,8 @@ def test_tls_12_is_accepted_and_13_is_off_by_default(sqlite_server) -> None:
 
 
 def test_tls_13_is_accepted_when_configured(tmp_path) -> None:
-    from conftest import Instance, RunningServer
+    from conftest import Instance
+    from conftest import RunningServer
 
     instance = Instance(
         tmp_path / "tls13", f"sqlite:///{tmp_path / 'tls13.db'}", max_version='"1.3"'

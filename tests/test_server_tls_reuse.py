@@ -8,8 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import TEST_PASSWORD, Instance, RunningServer
-from ftpclient import download, login, upload
+
+from conftest import TEST_PASSWORD
+from conftest import Instance
+from conftest import RunningServer
+from ftpclient import download
+from ftpclient import login
+from ftpclient import upload
 
 
 def _fresh_handshake_client(server) -> ftplib.FTP_TLS:

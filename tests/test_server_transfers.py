@@ -7,8 +7,11 @@ import os
 import socket
 
 import pytest
+
 from conftest import TEST_PASSWORD
-from ftpclient import download, login, upload
+from ftpclient import download
+from ftpclient import login
+from ftpclient import upload
 
 
 def _drop_mid_upload(client: ftplib.FTP_TLS, path: str, data: bytes) -> str:

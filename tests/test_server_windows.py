@@ -10,22 +10,23 @@ import json
 from typing import Any
 
 import pytest
+
 from conftest import TEST_PASSWORD
-from ftpclient import download, login, upload
-from roundkit import (
-    AFTER,
-    BEFORE,
-    ENSHI,
-    REVIEWING,
-    SUBMITTING,
-    WUHAN,
-    YICHANG,
-    audit_events,
-    china,
-    distribute,
-    fixed_clock,
-    make_round,
-)
+from ftpclient import download
+from ftpclient import login
+from ftpclient import upload
+from roundkit import AFTER
+from roundkit import BEFORE
+from roundkit import ENSHI
+from roundkit import REVIEWING
+from roundkit import SUBMITTING
+from roundkit import WUHAN
+from roundkit import YICHANG
+from roundkit import audit_events
+from roundkit import china
+from roundkit import distribute
+from roundkit import fixed_clock
+from roundkit import make_round
 
 
 def _as(running: Any, user: str) -> ftplib.FTP_TLS:

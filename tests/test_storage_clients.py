@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import TEST_PASSWORD, require_tool
-from ftpclient import download, login
+
+from conftest import TEST_PASSWORD
+from conftest import require_tool
+from ftpclient import download
+from ftpclient import login
 
 pytestmark = [pytest.mark.external, pytest.mark.slow]
 

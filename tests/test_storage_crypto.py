@@ -15,20 +15,17 @@ import shutil
 from pathlib import Path
 
 import pytest
-from censusdrop.server.storage.crypto import (
-    DEFAULT_CHUNK_SIZE,
-    DecryptingReader,
-    EncryptingWriter,
-    plaintext_size_of,
-    read_header,
-)
-from censusdrop.server.storage.errors import (
-    INTEGRITY_MESSAGE,
-    FormatError,
-    IntegrityError,
-    KeyDestroyed,
-    KeyNotFound,
-)
+
+from censusdrop.server.storage.crypto import DEFAULT_CHUNK_SIZE
+from censusdrop.server.storage.crypto import DecryptingReader
+from censusdrop.server.storage.crypto import EncryptingWriter
+from censusdrop.server.storage.crypto import plaintext_size_of
+from censusdrop.server.storage.crypto import read_header
+from censusdrop.server.storage.errors import INTEGRITY_MESSAGE
+from censusdrop.server.storage.errors import FormatError
+from censusdrop.server.storage.errors import IntegrityError
+from censusdrop.server.storage.errors import KeyDestroyed
+from censusdrop.server.storage.errors import KeyNotFound
 from censusdrop.server.storage.fileformat import TAG_SIZE
 from censusdrop.server.storage.keyring import Keyring
 

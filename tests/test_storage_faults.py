@@ -15,8 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import TEST_PASSWORD, Instance, RunningServer, skip_or_fail
-from ftpclient import download, login, upload
+
+from conftest import TEST_PASSWORD
+from conftest import Instance
+from conftest import RunningServer
+from conftest import skip_or_fail
+from ftpclient import download
+from ftpclient import login
+from ftpclient import upload
 
 AREA = "420100"
 LISTENING = re.compile(r"listening on ([0-9.]+):(\d+)")

@@ -13,9 +13,14 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from censusdrop.server.storage.errors import IntegrityError, NotCurrent
-from conftest import TEST_PASSWORD, require_tool
-from ftpclient import download, login, upload
+
+from censusdrop.server.storage.errors import IntegrityError
+from censusdrop.server.storage.errors import NotCurrent
+from conftest import TEST_PASSWORD
+from conftest import require_tool
+from ftpclient import download
+from ftpclient import login
+from ftpclient import upload
 
 AREA = "420100"
 

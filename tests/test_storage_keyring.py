@@ -16,25 +16,22 @@ from pathlib import Path
 from typing import cast
 
 import pytest
+
 from censusdrop.server.storage import keyfiles
-from censusdrop.server.storage.errors import (
-    INTEGRITY_MESSAGE,
-    FormatError,
-    IntegrityError,
-    KeyDestroyed,
-    KeyNotFound,
-    KeyringError,
-    MasterKeyError,
-)
+from censusdrop.server.storage.errors import INTEGRITY_MESSAGE
+from censusdrop.server.storage.errors import FormatError
+from censusdrop.server.storage.errors import IntegrityError
+from censusdrop.server.storage.errors import KeyDestroyed
+from censusdrop.server.storage.errors import KeyNotFound
+from censusdrop.server.storage.errors import KeyringError
+from censusdrop.server.storage.errors import MasterKeyError
 from censusdrop.server.storage.keyfiles import Secret
-from censusdrop.server.storage.keyring import (
-    Keyring,
-    decode_master_key,
-    encode_master_key,
-    generate_master_key,
-    master_key_id,
-    validate_round_name,
-)
+from censusdrop.server.storage.keyring import Keyring
+from censusdrop.server.storage.keyring import decode_master_key
+from censusdrop.server.storage.keyring import encode_master_key
+from censusdrop.server.storage.keyring import generate_master_key
+from censusdrop.server.storage.keyring import master_key_id
+from censusdrop.server.storage.keyring import validate_round_name
 
 ROUNDS = ("default", "2020-hubei", "2020_rectification")
 

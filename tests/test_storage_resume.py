@@ -11,8 +11,11 @@ import socket
 import time
 
 import pytest
+
 from conftest import TEST_PASSWORD
-from ftpclient import download, login, upload
+from ftpclient import download
+from ftpclient import login
+from ftpclient import upload
 
 CHUNK = 64 * 1024
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from censusdrop.server.db import make_engine
 from censusdrop.server.storage.errors import ResumeRefused
 from censusdrop.server.storage.keyring import Keyring

@@ -6,13 +6,12 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from censusdrop.config.checklist import (
-    FILE_TYPES,
-    ChecklistError,
-    bundled_checklist_path,
-    load_checklist,
-    parse_checklist,
-)
+
+from censusdrop.config.checklist import FILE_TYPES
+from censusdrop.config.checklist import ChecklistError
+from censusdrop.config.checklist import bundled_checklist_path
+from censusdrop.config.checklist import load_checklist
+from censusdrop.config.checklist import parse_checklist
 from censusdrop.server.validation.kinds import LABELS
 
 TEXT = bundled_checklist_path().read_text(encoding="utf-8")

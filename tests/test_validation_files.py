@@ -4,46 +4,44 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import pytest
-from censusdrop.server.validation import (
-    PASSED,
-    DirectorySource,
-    Limits,
-    SourceEntry,
-    validate,
-)
+
+from censusdrop.server.validation import PASSED
+from censusdrop.server.validation import DirectorySource
+from censusdrop.server.validation import Limits
+from censusdrop.server.validation import SourceEntry
+from censusdrop.server.validation import validate
 from censusdrop.server.validation.sniff import sniff
-from treebuilder import (
-    AT,
-    CHECKLIST,
-    HUBEI,
-    WUHAN,
-    Submission,
-    build_submission,
-    csv_bytes,
-    describe,
-    doc_bytes,
-    docx_bytes,
-    encrypted_ooxml_bytes,
-    errors,
-    exe_bytes,
-    jpeg_bytes,
-    mp3_bytes,
-    mp4_bytes,
-    ofd_bytes,
-    ole2_bytes,
-    pdf_bytes,
-    png_bytes,
-    pptx_bytes,
-    rules,
-    tiff_bytes,
-    xls_bytes,
-    xlsx_bytes,
-)
+from treebuilder import AT
+from treebuilder import CHECKLIST
+from treebuilder import HUBEI
+from treebuilder import WUHAN
+from treebuilder import Submission
+from treebuilder import build_submission
+from treebuilder import csv_bytes
+from treebuilder import describe
+from treebuilder import doc_bytes
+from treebuilder import docx_bytes
+from treebuilder import encrypted_ooxml_bytes
+from treebuilder import errors
+from treebuilder import exe_bytes
+from treebuilder import jpeg_bytes
+from treebuilder import mp3_bytes
+from treebuilder import mp4_bytes
+from treebuilder import ofd_bytes
+from treebuilder import ole2_bytes
+from treebuilder import pdf_bytes
+from treebuilder import png_bytes
+from treebuilder import pptx_bytes
+from treebuilder import rules
+from treebuilder import tiff_bytes
+from treebuilder import xls_bytes
+from treebuilder import xlsx_bytes
 
 
 def kind_of(data: bytes, ext: str = "") -> tuple[str, str | None]:

@@ -5,17 +5,16 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from censusdrop.server.validation.names import (
-    find_count,
-    find_dates,
-    has_content,
-    is_broken,
-    item_number,
-    other_prefecture,
-    printable,
-    split_extension,
-    sub_item_marker,
-)
+
+from censusdrop.server.validation.names import find_count
+from censusdrop.server.validation.names import find_dates
+from censusdrop.server.validation.names import has_content
+from censusdrop.server.validation.names import is_broken
+from censusdrop.server.validation.names import item_number
+from censusdrop.server.validation.names import other_prefecture
+from censusdrop.server.validation.names import printable
+from censusdrop.server.validation.names import split_extension
+from censusdrop.server.validation.names import sub_item_marker
 
 
 @pytest.mark.parametrize(

@@ -6,23 +6,21 @@ import json
 from pathlib import Path
 
 import pytest
-from censusdrop.server.validation import (
-    PASSED,
-    render_html,
-    render_text,
-    to_json,
-)
-from censusdrop.server.validation.links import LinkResolver, file_target
-from treebuilder import (
-    Submission,
-    build_submission,
-    describe,
-    doc_bytes,
-    docx_bytes,
-    errors,
-    pdf_bytes,
-    rules,
-)
+
+from censusdrop.server.validation import PASSED
+from censusdrop.server.validation import render_html
+from censusdrop.server.validation import render_text
+from censusdrop.server.validation import to_json
+from censusdrop.server.validation.links import LinkResolver
+from censusdrop.server.validation.links import file_target
+from treebuilder import Submission
+from treebuilder import build_submission
+from treebuilder import describe
+from treebuilder import doc_bytes
+from treebuilder import docx_bytes
+from treebuilder import errors
+from treebuilder import pdf_bytes
+from treebuilder import rules
 
 SELF = "武汉市验收自评估报告20200405.docx"
 

@@ -8,14 +8,18 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
-from censusdrop.server.validation import (
-    PASSED,
-    DirectorySource,
-    SourceEntry,
-    SourceError,
-    validate,
-)
-from treebuilder import AT, CHECKLIST, HUBEI, WUHAN, build_submission, describe
+
+from censusdrop.server.validation import PASSED
+from censusdrop.server.validation import DirectorySource
+from censusdrop.server.validation import SourceEntry
+from censusdrop.server.validation import SourceError
+from censusdrop.server.validation import validate
+from treebuilder import AT
+from treebuilder import CHECKLIST
+from treebuilder import HUBEI
+from treebuilder import WUHAN
+from treebuilder import build_submission
+from treebuilder import describe
 
 
 def test_directory_source_lists_files_and_folders(tmp_path: Path) -> None:

@@ -12,19 +12,20 @@ import shutil
 from pathlib import Path
 
 import pytest
-from censusdrop.server.validation import PASSED, RETURNED, Severity
-from treebuilder import (
-    ENSHI,
-    Submission,
-    build_submission,
-    describe,
-    errors,
-    exe_bytes,
-    pdf_bytes,
-    rules,
-    xlsx_bytes,
-    zip_bomb_bytes,
-)
+
+from censusdrop.server.validation import PASSED
+from censusdrop.server.validation import RETURNED
+from censusdrop.server.validation import Severity
+from treebuilder import ENSHI
+from treebuilder import Submission
+from treebuilder import build_submission
+from treebuilder import describe
+from treebuilder import errors
+from treebuilder import exe_bytes
+from treebuilder import pdf_bytes
+from treebuilder import rules
+from treebuilder import xlsx_bytes
+from treebuilder import zip_bomb_bytes
 
 
 @pytest.fixture

@@ -20,16 +20,23 @@ import struct
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import escape
+from xml.sax.saxutils import quoteattr
 from zoneinfo import ZoneInfo
 
 import openpyxl
-from censusdrop.config.checklist import bundled_checklist_path, load_checklist
-from censusdrop.server.validation import DirectorySource, Prefecture, Report, validate
+
+from censusdrop.config.checklist import bundled_checklist_path
+from censusdrop.config.checklist import load_checklist
+from censusdrop.server.validation import DirectorySource
+from censusdrop.server.validation import Prefecture
+from censusdrop.server.validation import Report
+from censusdrop.server.validation import validate
 
 # --- PDF -------------------------------------------------------------------
 

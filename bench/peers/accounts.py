@@ -25,7 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
@@ -109,7 +110,8 @@ def make_certificate(folder: Path) -> Certificate:
 
 def calibrate_hash_cost() -> HashCost:
     """Time censusdrop's check, then pick the nearest yescrypt cost."""
-    from censusdrop.server.passwords import Argon2Cost, PasswordHasher
+    from censusdrop.server.passwords import Argon2Cost
+    from censusdrop.server.passwords import PasswordHasher
 
     cost = Argon2Cost()
     hasher = PasswordHasher(cost)

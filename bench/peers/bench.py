@@ -19,17 +19,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .clients import (
-    ClientError,
-    Target,
-    curl_crowd,
-    curl_download,
-    curl_upload,
-    small_files,
-    write_netrc,
-)
-from .process import MemorySampler, cpu_seconds
-from .report import MB, MIB, Results, Row
+from .clients import ClientError
+from .clients import Target
+from .clients import curl_crowd
+from .clients import curl_download
+from .clients import curl_upload
+from .clients import small_files
+from .clients import write_netrc
+from .process import MemorySampler
+from .process import cpu_seconds
+from .report import MB
+from .report import MIB
+from .report import Results
+from .report import Row
 from .servers import Server
 
 SETTLE_LIMIT = 60.0

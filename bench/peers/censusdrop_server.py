@@ -21,7 +21,12 @@ import sys
 import uuid
 from pathlib import Path
 
-from .servers import MAX_SESSIONS, Ports, Server, ServerError, Setting, base_env
+from .servers import MAX_SESSIONS
+from .servers import Ports
+from .servers import Server
+from .servers import ServerError
+from .servers import Setting
+from .servers import base_env
 
 PREFECTURE = "武汉市"
 CLI_TIMEOUT = 120.0

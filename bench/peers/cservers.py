@@ -19,8 +19,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .accounts import add_user, remove_user
-from .servers import CIPHER, MAX_SESSIONS, Server, base_env
+from .accounts import add_user
+from .accounts import remove_user
+from .servers import CIPHER
+from .servers import MAX_SESSIONS
+from .servers import Server
+from .servers import base_env
 
 
 class LocalUserServer(Server):

@@ -16,9 +16,11 @@ import os
 import sys
 from pathlib import Path
 
-from .accounts import Certificate, HashCost
+from .accounts import Certificate
+from .accounts import HashCost
 from .debian import PeerFiles
-from .process import ProcessError, ServerProcess
+from .process import ProcessError
+from .process import ServerProcess
 
 MAX_SESSIONS = 512
 # The one TLS 1.2 suite the clients offer, so every server runs the same one.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+
 from censusdrop.server.db import make_engine
 from censusdrop.server.schema import metadata as server_metadata
 

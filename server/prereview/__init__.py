@@ -8,17 +8,20 @@ worker threads), ``watcher`` (watchdog on the areas), ``service`` (the three
 together inside a running server).
 """
 
-from .records import Declaration, ReportRecord
-from .runner import (
-    CATCH_UP,
-    COMMAND,
-    UPLOAD,
-    Outcome,
-    Prereviewer,
-    configured_checklist,
-)
+from .records import Declaration
+from .records import ReportRecord
+from .runner import CATCH_UP
+from .runner import COMMAND
+from .runner import UPLOAD
+from .runner import Outcome
+from .runner import Prereviewer
+from .runner import configured_checklist
 from .service import PrereviewService
-from .source import HTML_REPORT, MARKER_NAME, TEXT_REPORT, StorageSource, is_marker
+from .source import HTML_REPORT
+from .source import MARKER_NAME
+from .source import TEXT_REPORT
+from .source import StorageSource
+from .source import is_marker
 
 __all__ = [
     "CATCH_UP",

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
-from censusdrop.server.filesystem import REPORT_NAMES
-from censusdrop.server.schema import file_versions, prereview_reports
 
-from .source import MARKER_STEM, TEXT_REPORT, is_marker
+from censusdrop.server.filesystem import REPORT_NAMES
+from censusdrop.server.schema import file_versions
+from censusdrop.server.schema import prereview_reports
+
+from .source import MARKER_STEM
+from .source import TEXT_REPORT
+from .source import is_marker
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,27 +25,27 @@ from typing import Any
 from censusdrop.audit import events
 from censusdrop.audit.events import AuditEvent
 from censusdrop.config import prefectures as config_prefectures
-from censusdrop.config.checklist import (
-    Checklist,
-    bundled_checklist_path,
-    load_checklist,
-)
+from censusdrop.config.checklist import Checklist
+from censusdrop.config.checklist import bundled_checklist_path
+from censusdrop.config.checklist import load_checklist
 from censusdrop.config.settings import Settings
 from censusdrop.server.services import Services
-from censusdrop.server.validation import (
-    Prefecture,
-    Report,
-    render_html,
-    render_text,
-    to_json,
-    tree_digest,
-    validate,
-)
+from censusdrop.server.validation import Prefecture
+from censusdrop.server.validation import Report
+from censusdrop.server.validation import render_html
+from censusdrop.server.validation import render_text
+from censusdrop.server.validation import to_json
+from censusdrop.server.validation import tree_digest
+from censusdrop.server.validation import validate
 from censusdrop.server.validation.messages import finding
 
 from . import records
-from .records import Declaration, ReportRecord
-from .source import HTML_REPORT, MARKER_NAME, TEXT_REPORT, StorageSource
+from .records import Declaration
+from .records import ReportRecord
+from .source import HTML_REPORT
+from .source import MARKER_NAME
+from .source import TEXT_REPORT
+from .source import StorageSource
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,11 @@ from censusdrop.config.checklist import Checklist
 from censusdrop.server.services import Services
 
 from . import records
-from .runner import CATCH_UP, UPLOAD, Outcome, Prereviewer, configured_checklist
+from .runner import CATCH_UP
+from .runner import UPLOAD
+from .runner import Outcome
+from .runner import Prereviewer
+from .runner import configured_checklist
 from .scheduler import Debouncer
 from .watcher import AreaWatcher
 

@@ -21,14 +21,19 @@ import logging
 import os
 import stat
 from collections.abc import Iterator
-from typing import BinaryIO, cast
+from typing import BinaryIO
+from typing import cast
 
 import sqlalchemy as sa
+
 from censusdrop.server.filesystem import REPORT_NAMES
 from censusdrop.server.schema import file_versions
 from censusdrop.server.storage.keyring import Keyring
-from censusdrop.server.storage.store import Download, Storage, StorageError
-from censusdrop.server.validation import SourceEntry, SourceError
+from censusdrop.server.storage.store import Download
+from censusdrop.server.storage.store import Storage
+from censusdrop.server.storage.store import StorageError
+from censusdrop.server.validation import SourceEntry
+from censusdrop.server.validation import SourceError
 from censusdrop.server.validation.source import HARD_DEPTH_LIMIT
 
 logger = logging.getLogger(__name__)

@@ -36,26 +36,25 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .errors import IntegrityError
-from .fileformat import (
-    DEFAULT_CHUNK_SIZE,
-    FILE_ID_SIZE,
-    FILE_SECRET_SIZE,
-    MAX_CHUNK_SIZE,
-    MIN_CHUNK_SIZE,
-    TAG_SIZE,
-    Buffer,
-    Header,
-    chunk_nonce,
-    file_cipher,
-    open_chunk,
-    open_header,
-    plaintext_size_of,
-    read_exact,
-    read_header,
-    readinto_exact,
-    write_all,
-)
-from .keyring import Keyring, validate_round_name
+from .fileformat import DEFAULT_CHUNK_SIZE
+from .fileformat import FILE_ID_SIZE
+from .fileformat import FILE_SECRET_SIZE
+from .fileformat import MAX_CHUNK_SIZE
+from .fileformat import MIN_CHUNK_SIZE
+from .fileformat import TAG_SIZE
+from .fileformat import Buffer
+from .fileformat import Header
+from .fileformat import chunk_nonce
+from .fileformat import file_cipher
+from .fileformat import open_chunk
+from .fileformat import open_header
+from .fileformat import plaintext_size_of
+from .fileformat import read_exact
+from .fileformat import read_header
+from .fileformat import readinto_exact
+from .fileformat import write_all
+from .keyring import Keyring
+from .keyring import validate_round_name
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",

@@ -42,15 +42,19 @@ import os
 import struct
 from dataclasses import dataclass
 from functools import cached_property
-from typing import BinaryIO, TypeAlias
+from typing import BinaryIO
+from typing import TypeAlias
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .errors import FormatError, IntegrityError, KeyNotFound
-from .keyring import Keyring, validate_round_name
+from .errors import FormatError
+from .errors import IntegrityError
+from .errors import KeyNotFound
+from .keyring import Keyring
+from .keyring import validate_round_name
 
 MAGIC = b"CDROPAE\x1a"
 FORMAT_VERSION = 1

@@ -15,6 +15,7 @@ import dataclasses
 from typing import Any
 
 import sqlalchemy as sa
+
 from censusdrop.server.schema import file_versions
 
 from .streams import VersionInfo

@@ -24,9 +24,12 @@ from typing import BinaryIO
 
 from censusdrop.server import names
 
-from .errors import AlreadyExists, StorageError, WrongKind
+from .errors import AlreadyExists
+from .errors import StorageError
+from .errors import WrongKind
 from .store import Storage
-from .streams import COPY_CHUNK, VersionInfo
+from .streams import COPY_CHUNK
+from .streams import VersionInfo
 
 Progress = Callable[[int], None]
 

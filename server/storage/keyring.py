@@ -63,35 +63,31 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from . import keyfiles
-from .errors import (
-    FormatError,
-    IntegrityError,
-    KeyDestroyed,
-    KeyNotFound,
-    KeyringError,
-    MasterKeyError,
-)
+from .errors import FormatError
+from .errors import IntegrityError
+from .errors import KeyDestroyed
+from .errors import KeyNotFound
+from .errors import KeyringError
+from .errors import MasterKeyError
 from .keyfiles import Secret
-from .masterkey import (
-    KEY_SIZE,
-    MASTER_FILE,
-    NONCE_SIZE,
-    SOURCE_ENVIRONMENT,
-    SOURCE_FILE,
-    TAG_SIZE,
-    MasterState,
-    b64,
-    checked_key,
-    decode_master_key,
-    encode_master_key,
-    encode_state,
-    generate_master_key,
-    load_state,
-    master_key_id,
-    masters_of,
-    unb64,
-    wrap_previous,
-)
+from .masterkey import KEY_SIZE
+from .masterkey import MASTER_FILE
+from .masterkey import NONCE_SIZE
+from .masterkey import SOURCE_ENVIRONMENT
+from .masterkey import SOURCE_FILE
+from .masterkey import TAG_SIZE
+from .masterkey import MasterState
+from .masterkey import b64
+from .masterkey import checked_key
+from .masterkey import decode_master_key
+from .masterkey import encode_master_key
+from .masterkey import encode_state
+from .masterkey import generate_master_key
+from .masterkey import load_state
+from .masterkey import master_key_id
+from .masterkey import masters_of
+from .masterkey import unb64
+from .masterkey import wrap_previous
 
 __all__ = [
     "Keyring",

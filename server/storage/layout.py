@@ -19,7 +19,9 @@ import uuid
 from pathlib import Path
 
 from .crypto import read_header
-from .errors import NotFound, StorageError, WrongKind
+from .errors import NotFound
+from .errors import StorageError
+from .errors import WrongKind
 
 logger = logging.getLogger(__name__)
 

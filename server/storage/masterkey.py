@@ -33,11 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, hmac
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from . import keyfiles
-from .errors import FormatError, MasterKeyError
+from .errors import FormatError
+from .errors import MasterKeyError
 from .keyfiles import Secret
 
 KEY_SIZE = 32

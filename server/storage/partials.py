@@ -34,7 +34,8 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
+from typing import BinaryIO
 
 from .errors import StorageError
 from .fileformat import read_header

@@ -29,15 +29,19 @@ from . import index
 from .crypto import EncryptingWriter
 from .errors import StorageError
 from .keyring import Keyring
-from .layout import Layout, fsync_dir, header_id
-from .partials import (
-    PartialKey,
-    Partials,
-    cut_to_whole_chunks,
-    lock,
-    whole_chunk_offset,
-)
-from .streams import Download, Upload, VersionInfo, digest_of, translate
+from .layout import Layout
+from .layout import fsync_dir
+from .layout import header_id
+from .partials import PartialKey
+from .partials import Partials
+from .partials import cut_to_whole_chunks
+from .partials import lock
+from .partials import whole_chunk_offset
+from .streams import Download
+from .streams import Upload
+from .streams import VersionInfo
+from .streams import digest_of
+from .streams import translate
 
 logger = logging.getLogger(__name__)
 

@@ -39,22 +39,27 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from . import index
-from .crypto import plaintext_size_of, read_header
-from .errors import (
-    AlreadyExists,
-    NoSpace,
-    NotCurrent,
-    NotEmpty,
-    NotFound,
-    ResumeRefused,
-    StorageError,
-    WrongKind,
-)
+from .crypto import plaintext_size_of
+from .crypto import read_header
+from .errors import AlreadyExists
+from .errors import NoSpace
+from .errors import NotCurrent
+from .errors import NotEmpty
+from .errors import NotFound
+from .errors import ResumeRefused
+from .errors import StorageError
+from .errors import WrongKind
 from .keyring import Keyring
-from .layout import Layout, fsync_dir
-from .partials import DEFAULT_LIFETIME, PartialKey, Partials
+from .layout import Layout
+from .layout import fsync_dir
+from .partials import DEFAULT_LIFETIME
+from .partials import PartialKey
+from .partials import Partials
 from .staging import Staging
-from .streams import COPY_CHUNK, Download, Upload, VersionInfo
+from .streams import COPY_CHUNK
+from .streams import Download
+from .streams import Upload
+from .streams import VersionInfo
 
 logger = logging.getLogger(__name__)
 

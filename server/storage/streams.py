@@ -21,10 +21,15 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
+from typing import BinaryIO
 
-from .crypto import DecryptingReader, EncryptingWriter, read_header
-from .errors import NoSpace, NotCurrent, StorageError
+from .crypto import DecryptingReader
+from .crypto import EncryptingWriter
+from .crypto import read_header
+from .errors import NoSpace
+from .errors import NotCurrent
+from .errors import StorageError
 from .keyring import Keyring
 from .partials import PartialKey
 

@@ -12,21 +12,24 @@ access), ``names`` (reading names), ``kinds``/``sniff``/``containers``
 """
 
 from .containers import Limits
-from .model import (
-    PASSED,
-    RETURNED,
-    Finding,
-    ItemSummary,
-    Prefecture,
-    Report,
-    Severity,
-    TreeDigest,
-    ValidationError,
-)
-from .render import render_text, to_json
+from .model import PASSED
+from .model import RETURNED
+from .model import Finding
+from .model import ItemSummary
+from .model import Prefecture
+from .model import Report
+from .model import Severity
+from .model import TreeDigest
+from .model import ValidationError
+from .render import render_text
+from .render import to_json
 from .render_html import render_html
-from .source import DirectorySource, SourceEntry, SourceError, TreeSource
-from .validator import tree_digest, validate
+from .source import DirectorySource
+from .source import SourceEntry
+from .source import SourceError
+from .source import TreeSource
+from .validator import tree_digest
+from .validator import validate
 
 __all__ = [
     "PASSED",

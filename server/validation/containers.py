@@ -16,7 +16,8 @@ import dataclasses
 import struct
 import zipfile
 import zlib
-from typing import IO, Any
+from typing import IO
+from typing import Any
 
 import olefile
 

@@ -14,12 +14,15 @@ summary are not material and are not counted.
 
 from __future__ import annotations
 
-from censusdrop.config.checklist import Checklist, Item
+from censusdrop.config.checklist import Checklist
+from censusdrop.config.checklist import Item
 
 from .messages import finding
 from .model import Finding
 from .names import find_count
-from .sheets import SheetError, header_rows, missing_columns
+from .sheets import SheetError
+from .sheets import header_rows
+from .sheets import missing_columns
 from .source import TreeSource
 from .tree import Node
 

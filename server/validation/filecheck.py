@@ -10,10 +10,13 @@ extension and macros are warnings.
 
 from __future__ import annotations
 
-from censusdrop.config.checklist import Checklist, Item
+from censusdrop.config.checklist import Checklist
+from censusdrop.config.checklist import Item
 
 from .containers import Limits
-from .kinds import FileKind, extension_fits, label
+from .kinds import FileKind
+from .kinds import extension_fits
+from .kinds import label
 from .messages import finding
 from .model import Finding
 from .names import split_extension

@@ -10,7 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from .model import Finding, Severity
+from .model import Finding
+from .model import Severity
 from .names import printable
 
 E = Severity.ERROR

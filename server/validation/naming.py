@@ -15,16 +15,18 @@ from collections.abc import Iterable
 
 from censusdrop.config.checklist import Checklist
 
-from .messages import finding, today_forms
-from .model import Finding, Prefecture, Severity, prefecture_names
-from .names import (
-    NameDate,
-    find_dates,
-    has_content,
-    is_broken,
-    mentions,
-    other_prefecture,
-)
+from .messages import finding
+from .messages import today_forms
+from .model import Finding
+from .model import Prefecture
+from .model import Severity
+from .model import prefecture_names
+from .names import NameDate
+from .names import find_dates
+from .names import has_content
+from .names import is_broken
+from .names import mentions
+from .names import other_prefecture
 from .tree import Node
 
 

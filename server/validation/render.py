@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .model import Finding, ItemSummary, Report
+from .model import Finding
+from .model import ItemSummary
+from .model import Report
 
 BOM = "\ufeff"
 CRLF = "\r\n"

@@ -10,8 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-from .model import Finding, ItemSummary, Report
-from .render import item_label, path_label
+from .model import Finding
+from .model import ItemSummary
+from .model import Report
+from .render import item_label
+from .render import path_label
 
 _STYLE = """
 body { font-family: "Microsoft YaHei", "PingFang SC", "Noto Sans CJK SC",

@@ -16,10 +16,13 @@ import csv
 import io
 import re
 import warnings
-from collections.abc import Iterable, Sequence
-from typing import IO, Any
+from collections.abc import Iterable
+from collections.abc import Sequence
+from typing import IO
+from typing import Any
 
-from censusdrop.config.checklist import BasicInfoRules, ColumnRule
+from censusdrop.config.checklist import BasicInfoRules
+from censusdrop.config.checklist import ColumnRule
 
 from .model import ValidationError
 from .names import halfwidth

@@ -12,7 +12,9 @@ from __future__ import annotations
 import codecs
 from typing import IO
 
-from .containers import Limits, inspect_ole, inspect_zip
+from .containers import Limits
+from .containers import inspect_ole
+from .containers import inspect_zip
 from .kinds import FileKind
 
 HEAD_BYTES = 8192

@@ -19,9 +19,11 @@ import dataclasses
 import logging
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
+from typing import Protocol
 
 from .model import ValidationError
 

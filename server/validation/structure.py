@@ -13,15 +13,22 @@ import posixpath
 from collections.abc import Iterator
 from typing import Any
 
-from censusdrop.config.checklist import Checklist, Item, ReportRule
+from censusdrop.config.checklist import Checklist
+from censusdrop.config.checklist import Item
+from censusdrop.config.checklist import ReportRule
 
 from .counted import CountedChecker
-from .links import LinkError, LinkResolver, docx_links, file_target
+from .links import LinkError
+from .links import LinkResolver
+from .links import docx_links
+from .links import file_target
 from .messages import finding
-from .model import Finding, Prefecture
+from .model import Finding
+from .model import Prefecture
 from .names import item_number
 from .source import TreeSource
-from .tree import Node, Tree
+from .tree import Node
+from .tree import Tree
 
 _CIRCLED = "①②③④⑤⑥⑦⑧⑨⑩⑪⑫⑬⑭⑮⑯⑰⑱⑲⑳"
 

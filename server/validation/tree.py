@@ -11,12 +11,16 @@ to two levels inside it.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Iterator
 
-from censusdrop.config.checklist import Checklist, Item
+from censusdrop.config.checklist import Checklist
+from censusdrop.config.checklist import Item
 
 from .kinds import FileKind
-from .names import item_number, sub_item_marker
+from .names import item_number
+from .names import sub_item_marker
 from .source import SourceEntry
 
 WRAPPER_LEVELS = 2

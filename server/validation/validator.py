@@ -19,27 +19,33 @@ import itertools
 import logging
 import zoneinfo
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable
+from collections.abc import Collection
+from collections.abc import Iterable
 from functools import partial
 
 from censusdrop.config.checklist import Checklist
 
 from .containers import Limits
 from .filecheck import FileChecker
-from .messages import (
-    FOLD_THRESHOLD,
-    FOLDABLE_PREFIXES,
-    MAX_PER_RULE,
-    finding,
-    folded,
-    overflow,
-    today_forms,
-)
-from .model import Finding, ItemSummary, Prefecture, Report, TreeDigest
+from .messages import FOLD_THRESHOLD
+from .messages import FOLDABLE_PREFIXES
+from .messages import MAX_PER_RULE
+from .messages import finding
+from .messages import folded
+from .messages import overflow
+from .messages import today_forms
+from .model import Finding
+from .model import ItemSummary
+from .model import Prefecture
+from .model import Report
+from .model import TreeDigest
 from .naming import NameChecker
-from .source import SourceEntry, TreeSource
+from .source import SourceEntry
+from .source import TreeSource
 from .structure import StructureChecker
-from .tree import Node, Tree
+from .tree import Node
+from .tree import Tree
 
 log = logging.getLogger(__name__)
 
