@@ -25,7 +25,6 @@ Trusts nothing a client sends. Guarantees, on top of pyftpdlib:
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import logging
 import uuid
@@ -432,10 +431,6 @@ def make_handler(services: Services) -> type[CensusHandler]:
         ),
     }
     return type("ServerHandler", (CensusHandler,), attributes)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def _name_digest(name: str) -> dict[str, str]:
