@@ -66,6 +66,8 @@ class StorageSettings:
     data_root: Path = Path("data")
     keys_dir: Path = Path("keys")
     partial_hours: float = 24.0
+    area_quota_mib: int = 0
+    area_quota_files: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,6 +306,9 @@ def _check(settings: Settings) -> None:
         raise ConfigError("tls.min_version: must not be above tls.max_version")
     if not 0 < settings.storage.partial_hours <= 24 * 30:
         raise ConfigError("storage.partial_hours: must lie within 0-720 (and not 0)")
+    for key in ("area_quota_mib", "area_quota_files"):
+        if getattr(settings.storage, key) < 0:
+            raise ConfigError(f"storage.{key}: must be 0 (no limit) or more")
     security = settings.security
     if security.lockout_threshold < 1:
         raise ConfigError("security.lockout_threshold: must be at least 1")

@@ -43,6 +43,7 @@ from censusdrop.server.prereview import PrereviewService
 from censusdrop.server.services import Services
 from censusdrop.server.storage.errors import StorageError
 from censusdrop.server.storage.keyring import Keyring
+from censusdrop.server.storage.store import Quota
 from censusdrop.server.storage.store import Storage
 from censusdrop.server.tls import TLSConfigError
 from censusdrop.server.tls import make_context
@@ -117,6 +118,10 @@ def open_services(settings: Settings, *, with_tls: bool = True) -> Services:
         keyring,
         engine,
         partial_lifetime=_minutes(round(settings.storage.partial_hours * 60)),
+        quota=Quota(
+            bytes=settings.storage.area_quota_mib * 1024 * 1024,
+            files=settings.storage.area_quota_files,
+        ),
     )
     return Services(
         settings=settings,

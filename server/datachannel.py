@@ -21,6 +21,7 @@ from pyftpdlib.handlers import TLS_DTPHandler
 from censusdrop.audit import events
 from censusdrop.server import names
 from censusdrop.server.storage.errors import IntegrityError
+from censusdrop.server.storage.errors import QuotaExceeded
 from censusdrop.server.storage.store import NoSpace
 from censusdrop.server.storage.store import StorageError
 from censusdrop.server.storage.store import Upload
@@ -72,7 +73,7 @@ class CensusDTPHandler(TLS_DTPHandler):  # type: ignore[misc]
         # A full disk while receiving, or a damaged file while sending: stop
         # with a reply that says so, never with a 226 over partial bytes.
         error = sys.exc_info()[1]
-        if not isinstance(error, NoSpace | IntegrityError):
+        if not isinstance(error, NoSpace | IntegrityError | QuotaExceeded):
             super().handle_error()
             return
         handle = self.file_obj
@@ -81,7 +82,12 @@ class CensusDTPHandler(TLS_DTPHandler):  # type: ignore[misc]
         if isinstance(error, IntegrityError):
             self.cmd_channel.integrity_failed(getattr(handle, "name", None), error)
         self.transfer_finished = False
-        reply = NO_SPACE_REPLY if isinstance(error, NoSpace) else DAMAGED_REPLY
+        if isinstance(error, QuotaExceeded):
+            reply = QUOTA_REPLY
+        elif isinstance(error, NoSpace):
+            reply = NO_SPACE_REPLY
+        else:
+            reply = DAMAGED_REPLY
         self._resp = (reply, logger.error)
         self.close()
 
@@ -139,6 +145,10 @@ class CensusDTPHandler(TLS_DTPHandler):  # type: ignore[misc]
         return not pending or command.startswith(b"ABOR")
 
 
+QUOTA_REPLY = (
+    "552 本地区的存储配额已满，文件未保存，原有文件不受影响；"
+    "请删除不需要的文件或联系省普查办。"
+)
 NO_SPACE_REPLY = "452 服务器磁盘空间不足，文件未保存，原有文件不受影响。"
 DAMAGED_REPLY = (
     "451 服务器上的该文件未通过完整性校验（可能已损坏），传输已中止，"

@@ -24,6 +24,7 @@ from pyftpdlib.filesystems import FilesystemError
 from censusdrop.config.prefectures import Prefecture
 from censusdrop.server import names
 from censusdrop.server.storage.errors import IntegrityError
+from censusdrop.server.storage.errors import QuotaExceeded
 from censusdrop.server.storage.store import AlreadyExists
 from censusdrop.server.storage.store import Entry
 from censusdrop.server.storage.store import NoSpace
@@ -79,6 +80,10 @@ class Damaged(FilesystemError):  # type: ignore[misc]
 
 class NoRoom(FilesystemError):  # type: ignore[misc]
     """The server's disk is full; nothing was changed."""
+
+
+class OverQuota(FilesystemError):  # type: ignore[misc]
+    """The prefecture's area is at its quota; nothing was changed."""
 
 
 class CannotResume(Refused):
@@ -389,5 +394,7 @@ class CensusFS(AbstractedFS):  # type: ignore[misc]
             raise Damaged("服务器上的文件未通过完整性校验") from exc
         except NoSpace as exc:
             raise NoRoom("服务器磁盘空间不足") from exc
+        except QuotaExceeded as exc:
+            raise OverQuota("本地区存储配额已满") from exc
         except StorageError as exc:
             raise FilesystemError(f"服务器存储错误：{exc}") from exc

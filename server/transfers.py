@@ -26,10 +26,12 @@ from censusdrop.server.custody import record_off_loop
 from censusdrop.server.datachannel import DAMAGED_REPLY
 from censusdrop.server.datachannel import NO_SPACE_REPLY
 from censusdrop.server.datachannel import PARTIAL_DAMAGED_REPLY
+from censusdrop.server.datachannel import QUOTA_REPLY
 from censusdrop.server.datachannel import resume_refused_reply
 from censusdrop.server.filesystem import CannotResume
 from censusdrop.server.filesystem import Damaged
 from censusdrop.server.filesystem import NoRoom
+from censusdrop.server.filesystem import OverQuota
 from censusdrop.server.storage.store import Download
 from censusdrop.server.storage.store import Upload
 
@@ -57,9 +59,20 @@ class TransferCommands(TLS_FTPHandler):  # type: ignore[misc]
             opening = "ab" if "a" in mode else "r+b"
             then = functools.partial(self._open_then, file, opening, rest)
         else:
-            then = functools.partial(TLS_FTPHandler.ftp_STOR, self, file, mode)
+            then = functools.partial(self._store_new, file, mode)
         details = {"resume_at": rest} if rest else {}
         self._after_durable(events.UPLOAD_START, file, then, details)
+
+    def _store_new(self, file: str, mode: str) -> None:
+        # Opened here rather than by pyftpdlib, whose reply to any refusal
+        # is 550: a full quota or disk must say 552 or 452.
+        try:
+            handle = self.fs.open(file, "wb")
+        except Exception as exc:
+            self._open_failed(file, "wb", 0, exc)
+            return
+        self.fs.hand_over(file, handle)
+        TLS_FTPHandler.ftp_STOR(self, file, mode)
 
     def ftp_SIZE(self, path: str) -> None:
         # While this account has an interrupted upload of the path, SIZE
@@ -129,6 +142,8 @@ class TransferCommands(TLS_FTPHandler):  # type: ignore[misc]
             reply = resume_refused_reply(rest, exc.offset)
         elif isinstance(exc, NoRoom):
             reply = NO_SPACE_REPLY
+        elif isinstance(exc, OverQuota):
+            reply = QUOTA_REPLY
         elif isinstance(exc, OSError | FilesystemError):
             reply = f"550 {strerror(exc)}."
         else:

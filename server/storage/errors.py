@@ -58,6 +58,14 @@ class MasterKeyError(KeyringError):
     """The master key is missing, wrong for this keyring, corrupt or exposed."""
 
 
+class QuotaExceeded(StorageError):
+    """An area would go over its quota of bytes or of files."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 class IntegrityError(StorageError):
     """Authenticated decryption failed.
 

@@ -126,3 +126,14 @@ def _version(row: sa.Row[Any]) -> VersionInfo:
         account=m["account"],
         state=m["state"],
     )
+
+
+def usage(conn: sa.Connection, area: str) -> tuple[int, int]:
+    """Bytes and number of the current files of an area."""
+    row = conn.execute(
+        sa.select(
+            sa.func.coalesce(sa.func.sum(file_versions.c.size), 0),
+            sa.func.count(),
+        ).where(file_versions.c.area == area, file_versions.c.state == "current")
+    ).one()
+    return int(row[0]), int(row[1])

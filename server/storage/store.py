@@ -46,6 +46,7 @@ from .errors import NoSpace
 from .errors import NotCurrent
 from .errors import NotEmpty
 from .errors import NotFound
+from .errors import QuotaExceeded
 from .errors import ResumeRefused
 from .errors import StorageError
 from .errors import WrongKind
@@ -69,6 +70,15 @@ SWEEP_GRACE = dt.timedelta(minutes=1)
 
 
 @dataclasses.dataclass(frozen=True)
+class Quota:
+    """Most bytes and files an area may hold (0: no limit). Applies to the
+    uploads of accounts, not to what the server itself writes."""
+
+    bytes: int = 0
+    files: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
 class Entry:
     name: str
     is_dir: bool
@@ -87,8 +97,10 @@ class Storage:
         *,
         key_name: str = "default",
         partial_lifetime: dt.timedelta = DEFAULT_LIFETIME,
+        quota: Quota = Quota(),
     ) -> None:
         self.root = data_root
+        self.quota = quota
         self.keyring = keyring
         self.engine = engine
         self.key_name = key_name
@@ -197,7 +209,9 @@ class Storage:
                 return resumed
         elif key is not None:
             self.partials.discard(key)
+        allowance = self._allowance(area, path) if key is not None else None
         upload = self.staging.new(area, path, account, key, at)
+        upload.allowance = allowance
         if append and self.layout.local(area, path).exists():
             try:
                 with self.open_read(area, path) as current:
@@ -237,7 +251,32 @@ class Storage:
         if upload.resumed_from != offset:
             actual = upload.suspend(at=at)
             raise ResumeRefused(f"{path} resumes at {actual}, not {offset}", actual)
+        upload.allowance = self._allowance(area, path)
         return upload
+
+    def usage(self, area: str) -> tuple[int, int]:
+        """Bytes and number of the current files of ``area``."""
+        with self.engine.connect() as conn:
+            return index.usage(conn, area)
+
+    def _allowance(self, area: str, path: str) -> int | None:
+        """How many bytes an upload to ``path`` may hold under the quota;
+        ``QuotaExceeded`` when it may not start at all."""
+        quota = self.quota
+        if not (quota.bytes or quota.files):
+            return None
+        with self.engine.connect() as conn:
+            used, files = index.usage(conn, area)
+            current = index.current(conn, area, path)
+        replaced = current.size if current is not None else 0
+        if quota.files and current is None and files >= quota.files:
+            raise QuotaExceeded(f"{area} holds {files} files", "files")
+        if not quota.bytes:
+            return None
+        allowance = quota.bytes - used + replaced
+        if allowance <= 0:
+            raise QuotaExceeded(f"{area} holds {used} bytes", "bytes")
+        return allowance
 
     def write_bytes(
         self, area: str, path: str, data: bytes, account: str | None

@@ -29,6 +29,7 @@ from .crypto import EncryptingWriter
 from .crypto import read_header
 from .errors import NoSpace
 from .errors import NotCurrent
+from .errors import QuotaExceeded
 from .errors import StorageError
 from .keyring import Keyring
 from .partials import PartialKey
@@ -88,6 +89,7 @@ class Upload:
         self._raw = raw
         self._writer = writer
         self._failed = False
+        self.allowance: int | None = None  # bytes the quota leaves it
 
     @property
     def size(self) -> int:
@@ -102,6 +104,9 @@ class Upload:
         return self._writer.sha256_hex()
 
     def write(self, data: bytes) -> int:
+        if self.allowance is not None and self.size + len(data) > self.allowance:
+            self._failed = True
+            raise QuotaExceeded(f"{self.path} would exceed the quota", "bytes")
         try:
             return self._writer.write(data)
         except OSError as exc:
