@@ -279,27 +279,16 @@ class CensusFS(AbstractedFS):  # type: ignore[misc]
         prepared, self._prepared = self._prepared, None
         if prepared is not None and prepared[0] == filename:
             return prepared[1]
-        if mode != "wb":
-            return self.prepare(filename, mode, 0)
-        location = self._in_area(filename)
-        upload = self._call(
-            self.storage.begin_upload,
-            location.area,
-            location.path,
-            self.account,
-            resumable=True,
-        )
-        upload.name = filename  # transfer log lines and audit events say it so
-        return upload
+        return self.prepare(filename, mode, 0)
 
     # --- slow opening, off the event loop
 
     def prepare(self, filename: str, mode: str, offset: int) -> Any:
-        """Open a download, an append or a resumed upload.
+        """Open a download, an upload, an append or a resumed upload.
 
-        These authenticate the index, a partial's chunks or a whole file to
-        append to, so the handler runs this on a worker thread and passes
-        the result to ``hand_over``.
+        These read the index (and the quota), authenticate a partial's
+        chunks or a whole file to append to, so the handler runs this on a
+        worker thread and passes the result to ``hand_over``.
         """
         location = self._in_area(filename)
         area, path = location.area, location.path
@@ -309,18 +298,18 @@ class CensusFS(AbstractedFS):  # type: ignore[misc]
             handle = self._call(
                 self.storage.resume_upload, area, path, self.account, offset
             )
-        elif mode == "ab":
+        elif mode in ("wb", "ab"):
             handle = self._call(
                 self.storage.begin_upload,
                 area,
                 path,
                 self.account,
-                append=True,
+                append=mode == "ab",
                 resumable=True,
             )
         else:
             raise Refused("不支持该打开方式")
-        handle.name = filename
+        handle.name = filename  # transfer log lines and audit events say it so
         return handle
 
     def hand_over(self, filename: str, handle: Any) -> None:
@@ -368,7 +357,8 @@ class CensusFS(AbstractedFS):  # type: ignore[misc]
             return Entry("/", True, 0, 0.0)
         if location.path == "" and not self.storage.exists(location.area, ""):
             return Entry(path, True, 0, 0.0)
-        return self._call(self.storage.stat, location.area, location.path)  # type: ignore[no-any-return]
+        entry: Entry = self._call(self.storage.stat, location.area, location.path)
+        return entry
 
     def _kind(self, path: str) -> bool | None:
         try:

@@ -54,25 +54,12 @@ class TransferCommands(TLS_FTPHandler):  # type: ignore[misc]
         rest, self._restart_position = self._restart_position, 0
         if rest and not self._can_resume_at(file, rest):
             return
-        then: Callable[[], None]
-        if rest or "a" in mode:
-            opening = "ab" if "a" in mode else "r+b"
-            then = functools.partial(self._open_then, file, opening, rest)
-        else:
-            then = functools.partial(self._store_new, file, mode)
+        # Opened on a worker thread like downloads: a new upload reads the
+        # index and the quota, and pyftpdlib would answer any refusal 550.
+        opening = "ab" if "a" in mode else "r+b" if rest else "wb"
+        then = functools.partial(self._open_then, file, opening, rest)
         details = {"resume_at": rest} if rest else {}
         self._after_durable(events.UPLOAD_START, file, then, details)
-
-    def _store_new(self, file: str, mode: str) -> None:
-        # Opened here rather than by pyftpdlib, whose reply to any refusal
-        # is 550: a full quota or disk must say 552 or 452.
-        try:
-            handle = self.fs.open(file, "wb")
-        except Exception as exc:
-            self._open_failed(file, "wb", 0, exc)
-            return
-        self.fs.hand_over(file, handle)
-        TLS_FTPHandler.ftp_STOR(self, file, mode)
 
     def ftp_SIZE(self, path: str) -> None:
         # While this account has an interrupted upload of the path, SIZE

@@ -9,6 +9,7 @@ cannot be reached, those tests skip, unless ``CENSUSDROP_REQUIRE_ALL`` is set
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -232,3 +233,19 @@ def server(instance: Instance) -> Iterator[RunningServer]:
 def sqlite_server(sqlite_instance: Instance) -> Iterator[RunningServer]:
     """The same, on SQLite only (for tests about the protocol, not the DB)."""
     yield from _run(sqlite_instance)
+
+
+@contextlib.contextmanager
+def configured_server(
+    folder: Path, *, accounts: tuple[tuple[str, str, str], ...] = (), **overrides: str
+) -> Iterator[RunningServer]:
+    """A server on SQLite with configuration overrides (see ``Instance``) and
+    the prefecture account wuhan, plus ``accounts`` (name, role, prefecture)."""
+    instance = Instance(folder / "i", f"sqlite:///{folder / 'db.sqlite'}", **overrides)
+    for name, role, prefecture in (("wuhan", "prefecture", "420100"), *accounts):
+        instance.add_account(name, role, prefecture)
+    running = RunningServer(instance)
+    try:
+        yield running
+    finally:
+        running.stop()

@@ -89,3 +89,49 @@ def _tolerant_unwrap(conn: ssl.SSLSocket) -> Any:
             return conn
 
     return unwrap
+
+
+def lftp_command(server: Any, script: str, user: str = "wuhan") -> list[str]:
+    """lftp with TLS forced on both channels, bounded retries and timeouts."""
+    from conftest import TEST_PASSWORD
+    from conftest import require_tool
+
+    host, port = server.address
+    settings = (
+        "set ftp:ssl-force true; set ftp:ssl-protect-data true; "
+        f"set ssl:ca-file {server.cafile}; set ssl:check-hostname no; "
+        "set net:max-retries 1; set net:timeout 10; set cmd:fail-exit true; "
+        "set ftp:passive-mode true; "
+    )
+    return [
+        require_tool("lftp"),
+        "-u",
+        f"{user},{TEST_PASSWORD}",
+        "-p",
+        str(port),
+        "-e",
+        settings + script + "; bye",
+        f"ftp://{host}",
+    ]
+
+
+def curl_command(
+    server: Any, *args: str, user: str = "wuhan", max_time: int = 30
+) -> list[str]:
+    """curl requiring TLS and checking the server's certificate."""
+    from conftest import TEST_PASSWORD
+    from conftest import require_tool
+
+    return [
+        require_tool("curl"),
+        "--silent",
+        "--show-error",
+        "--ssl-reqd",
+        "--cacert",
+        str(server.cafile),
+        "--user",
+        f"{user}:{TEST_PASSWORD}",
+        "--max-time",
+        str(max_time),
+        *args,
+    ]

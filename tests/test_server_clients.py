@@ -11,7 +11,9 @@ import pytest
 
 from conftest import TEST_PASSWORD
 from conftest import require_tool
+from ftpclient import curl_command
 from ftpclient import download
+from ftpclient import lftp_command
 from ftpclient import login
 from ftpclient import upload
 
@@ -19,24 +21,8 @@ pytestmark = pytest.mark.external
 
 
 def _lftp(server, script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    host, port = server.address
-    settings = (
-        "set ftp:ssl-force true; set ftp:ssl-protect-data true; "
-        f"set ssl:ca-file {server.cafile}; set ssl:check-hostname no; "
-        "set net:max-retries 1; set net:timeout 10; set cmd:fail-exit true; "
-        "set ftp:passive-mode true; "
-    )
     return subprocess.run(
-        [
-            require_tool("lftp"),
-            "-u",
-            f"wuhan,{TEST_PASSWORD}",
-            "-p",
-            str(port),
-            "-e",
-            settings + script + "; bye",
-            f"ftp://{host}",
-        ],
+        lftp_command(server, script),
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -47,19 +33,7 @@ def _lftp(server, script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def _curl(server, *args: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [
-            require_tool("curl"),
-            "--silent",
-            "--show-error",
-            "--ssl-reqd",
-            "--cacert",
-            str(server.cafile),
-            "--user",
-            f"wuhan:{TEST_PASSWORD}",
-            "--max-time",
-            "30",
-            *args,
-        ],
+        curl_command(server, *args),
         capture_output=True,
         timeout=60,
         check=False,

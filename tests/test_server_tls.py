@@ -96,18 +96,10 @@ def test_tls_12_is_accepted_and_13_is_off_by_default(sqlite_server) -> None:
 
 
 def test_tls_13_is_accepted_when_configured(tmp_path) -> None:
-    from conftest import Instance
-    from conftest import RunningServer
+    from conftest import configured_server
 
-    instance = Instance(
-        tmp_path / "tls13", f"sqlite:///{tmp_path / 'tls13.db'}", max_version='"1.3"'
-    )
-    instance.add_account("wuhan", "prefecture", "420100")
-    running = RunningServer(instance)
-    try:
+    with configured_server(tmp_path, max_version='"1.3"') as running:
         assert _login_with(running, ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
-    finally:
-        running.stop()
 
 
 def test_commands_pipelined_behind_auth_are_not_executed(sqlite_server) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import TEST_PASSWORD
-from conftest import Instance
 from conftest import RunningServer
+from conftest import configured_server
 from ftpclient import download
 from ftpclient import login
 from ftpclient import upload
@@ -66,17 +66,8 @@ def test_upload_without_session_reuse_gets_522_and_stores_nothing(
 
 @pytest.fixture
 def lenient(tmp_path: Path) -> Iterator[RunningServer]:
-    instance = Instance(
-        tmp_path / "i",
-        f"sqlite:///{tmp_path / 'db.sqlite'}",
-        tls_session_reuse_required="false",
-    )
-    instance.add_account("wuhan", "prefecture", "420100")
-    running = RunningServer(instance)
-    try:
+    with configured_server(tmp_path, tls_session_reuse_required="false") as running:
         yield running
-    finally:
-        running.stop()
 
 
 def test_reuse_can_be_switched_off_for_clients_that_cannot(lenient) -> None:

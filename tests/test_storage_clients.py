@@ -15,8 +15,9 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import TEST_PASSWORD
-from conftest import require_tool
+from ftpclient import curl_command
 from ftpclient import download
+from ftpclient import lftp_command
 from ftpclient import login
 
 pytestmark = [pytest.mark.external, pytest.mark.slow]
@@ -77,42 +78,10 @@ def _resumed_from(server) -> int:  # type: ignore[no-untyped-def]
     return int(str(_wait_for(found, "the upload_end event")))
 
 
-def _lftp_command(server, script: str) -> list[str]:  # type: ignore[no-untyped-def]
-    host, port = server.address
-    settings = (
-        "set ftp:ssl-force true; set ftp:ssl-protect-data true; "
-        f"set ssl:ca-file {server.cafile}; set ssl:check-hostname no; "
-        "set net:max-retries 1; set net:timeout 10; set cmd:fail-exit true; "
-        "set ftp:passive-mode true; "
-    )
-    return [
-        require_tool("lftp"),
-        "-u",
-        f"wuhan,{TEST_PASSWORD}",
-        "-p",
-        str(port),
-        "-e",
-        settings + script + "; bye",
-        f"ftp://{host}",
-    ]
-
-
 def _curl_command(server, *args: str) -> list[str]:  # type: ignore[no-untyped-def]
     host, port = server.address
-    return [
-        require_tool("curl"),
-        "--silent",
-        "--show-error",
-        "--ssl-reqd",
-        "--cacert",
-        str(server.cafile),
-        "--user",
-        f"wuhan:{TEST_PASSWORD}",
-        "--max-time",
-        "60",
-        *args,
-        f"ftp://{host}:{port}/{URL_NAME}",
-    ]
+    url = f"ftp://{host}:{port}/{URL_NAME}"
+    return [*curl_command(server, *args, max_time=60), url]
 
 
 def _check_stored(server, data: bytes) -> None:  # type: ignore[no-untyped-def]
@@ -138,13 +107,13 @@ def scan(tmp_path: Path) -> bytes:
 def test_lftp_put_continue_resumes_a_killed_upload(
     sqlite_server, tmp_path: Path, scan: bytes
 ) -> None:
-    first = _lftp_command(
+    first = lftp_command(
         sqlite_server, f"set net:limit-rate {RATE}; put {NAME} -o {NAME}"
     )
     _kill_mid_upload(sqlite_server, first, tmp_path)
 
     result = subprocess.run(
-        _lftp_command(sqlite_server, f"put -c {NAME} -o {NAME}"),
+        lftp_command(sqlite_server, f"put -c {NAME} -o {NAME}"),
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -10,24 +10,17 @@ from pathlib import Path
 import pytest
 
 from conftest import TEST_PASSWORD
-from conftest import Instance
 from conftest import RunningServer
+from conftest import configured_server
 from ftpclient import download
 from ftpclient import login
 from ftpclient import upload
 
 
 def _running(tmp_path: Path, **overrides: str) -> Iterator[RunningServer]:
-    instance = Instance(
-        tmp_path / "i", f"sqlite:///{tmp_path / 'db.sqlite'}", **overrides
-    )
-    instance.add_account("wuhan", "prefecture", "420100")
-    instance.add_account("enshi", "prefecture", "422800")
-    running = RunningServer(instance)
-    try:
+    enshi = (("enshi", "prefecture", "422800"),)
+    with configured_server(tmp_path, accounts=enshi, **overrides) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture
