@@ -17,8 +17,10 @@ from censusdrop.server.prereview import configured_checklist
 from censusdrop.server.prereview import runner
 from censusdrop.server.services import Services
 from conftest import Instance
+from prereviewkit import ENSHI
 from prereviewkit import WUHAN
 from prereviewkit import store_tree
+from treebuilder import ENSHI as ENSHI_PREFECTURE
 from treebuilder import build_submission
 
 AT = dt.datetime(2020, 5, 6, 10, 0, tzinfo=dt.UTC)
@@ -90,6 +92,18 @@ def test_a_prefecture_in_no_round_is_judged_all_the_same(
     services.storage.write_bytes(WUHAN, MARKER_NAME, b"", "wuhan")
     outcome = prereviewer.run(WUHAN, at=AT, origin="test")
     assert outcome.record.final and not outcome.passed
+
+
+def test_names_written_with_an_alias_of_the_prefecture_list_pass(
+    services: Services, prereviewer: Prereviewer, tmp_path: Path
+) -> None:
+    # 恩施 is an alias of 恩施土家族苗族自治州 in the bundled list only.
+    tree = build_submission(tmp_path / "tree", ENSHI_PREFECTURE, written_name="恩施")
+    store_tree(services.storage, ENSHI, tree.root)
+
+    outcome = prereviewer.run(ENSHI, at=AT, origin="test")
+
+    assert outcome.passed, outcome.text
 
 
 def test_a_crash_gives_a_failing_report_that_says_so(

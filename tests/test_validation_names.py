@@ -6,6 +6,8 @@ import datetime as dt
 
 import pytest
 
+from censusdrop.server.validation import Prefecture
+from censusdrop.server.validation.model import prefecture_names
 from censusdrop.server.validation.names import find_count
 from censusdrop.server.validation.names import find_dates
 from censusdrop.server.validation.names import has_content
@@ -144,6 +146,15 @@ def test_own_short_name_is_not_taken_for_another_prefecture() -> None:
     own = ["恩施土家族苗族自治州", "恩施州"]
     assert other_prefecture("恩施州清查表", own, ["恩施", "宜昌市"]) is None
     assert other_prefecture("恩施州宜昌市清查表", own, ["宜昌市"]) == "宜昌市"
+
+
+def test_every_form_of_a_prefecture_name_counts_longest_first() -> None:
+    enshi = Prefecture("422800", "恩施土家族苗族自治州", "恩施州", ("恩施", "施州"))
+    assert prefecture_names(enshi) == ("恩施土家族苗族自治州", "恩施州", "恩施", "施州")
+    assert prefecture_names(Prefecture("420100", "武汉市", "武汉")) == (
+        "武汉市",
+        "武汉",
+    )
 
 
 def test_a_name_of_only_prefecture_and_date_has_no_content() -> None:

@@ -238,6 +238,24 @@ def test_a_prefecture_named_by_its_short_form_passes(tmp_path: Path) -> None:
     assert report.verdict == PASSED, describe(report)
 
 
+def test_a_prefecture_named_by_an_alias_from_its_list_passes(tmp_path: Path) -> None:
+    assert ENSHI.aliases == ("恩施",)  # from config/data/prefectures-hubei.toml
+    enshi = build_submission(tmp_path / "enshi", ENSHI, written_name="恩施")
+
+    report = enshi.validate()
+
+    assert report.verdict == PASSED, describe(report)
+
+
+def test_an_alias_of_another_prefecture_is_recognised(sub: Submission) -> None:
+    sub.write(f"{sub.item(2).name}/武汉市与恩施交流材料20200405.pdf", pdf_bytes())
+
+    report = sub.validate()
+
+    assert errors(report) == {"name.other_prefecture"}, describe(report)
+    assert "“恩施”" in report.errors[0].message
+
+
 def test_count_that_does_not_match_the_folder_is_an_error(sub: Submission) -> None:
     folder = sub.find("工业源清查表（2份）")
     folder.rename(folder.with_name(folder.name.replace("（2份）", "（25份）")))

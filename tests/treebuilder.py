@@ -33,6 +33,7 @@ import openpyxl
 
 from censusdrop.config.checklist import bundled_checklist_path
 from censusdrop.config.checklist import load_checklist
+from censusdrop.config.prefectures import load_prefectures
 from censusdrop.server.validation import DirectorySource
 from censusdrop.server.validation import Prefecture
 from censusdrop.server.validation import Report
@@ -432,27 +433,10 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 AT = dt.datetime(2020, 4, 20, 10, 0, tzinfo=SHANGHAI)
 DATE = "20200405"
 
+# The validator's view of the bundled prefecture list, aliases included.
 HUBEI = tuple(
-    Prefecture(code, name, short)
-    for code, name, short in (
-        ("420100", "武汉市", "武汉"),
-        ("420200", "黄石市", "黄石"),
-        ("420300", "十堰市", "十堰"),
-        ("420500", "宜昌市", "宜昌"),
-        ("420600", "襄阳市", "襄阳"),
-        ("420700", "鄂州市", "鄂州"),
-        ("420800", "荆门市", "荆门"),
-        ("420900", "孝感市", "孝感"),
-        ("421000", "荆州市", "荆州"),
-        ("421100", "黄冈市", "黄冈"),
-        ("421200", "咸宁市", "咸宁"),
-        ("421300", "随州市", "随州"),
-        ("422800", "恩施土家族苗族自治州", "恩施州"),
-        ("429004", "仙桃市", "仙桃"),
-        ("429005", "潜江市", "潜江"),
-        ("429006", "天门市", "天门"),
-        ("429021", "神农架林区", "神农架"),
-    )
+    Prefecture(p.code, p.name, p.short_name, p.aliases)
+    for p in load_prefectures("hubei")
 )
 WUHAN = HUBEI[0]
 ENSHI = HUBEI[12]

@@ -30,6 +30,7 @@ from censusdrop.config.checklist import bundled_checklist_path
 from censusdrop.config.checklist import load_checklist
 from censusdrop.config.settings import Settings
 from censusdrop.server.services import Services
+from censusdrop.server.validation import ContentCache
 from censusdrop.server.validation import Prefecture
 from censusdrop.server.validation import Report
 from censusdrop.server.validation import render_html
@@ -81,16 +82,30 @@ def configured_checklist(settings: Settings) -> Checklist:
 
 
 def as_validated(prefecture: config_prefectures.Prefecture) -> Prefecture:
-    return Prefecture(prefecture.code, prefecture.name, prefecture.short_name)
+    return Prefecture(
+        prefecture.code, prefecture.name, prefecture.short_name, prefecture.aliases
+    )
 
 
 class Prereviewer:
-    """Runs pre-review for one prefecture at a time (the caller serialises)."""
+    """Runs pre-review for one prefecture at a time (the caller serialises).
 
-    def __init__(self, services: Services, checklist: Checklist) -> None:
+    ``cache`` (a new one by default) keeps what the validator learnt from
+    file contents, so that the next run opens only new and changed files;
+    a long-lived prereviewer (the server's) makes every run after the first
+    cheap. It may be shared with other prereviewers.
+    """
+
+    def __init__(
+        self,
+        services: Services,
+        checklist: Checklist,
+        cache: ContentCache | None = None,
+    ) -> None:
         self.services = services
         self.checklist = checklist
         self.zone = zoneinfo.ZoneInfo(checklist.census.timezone)
+        self.cache = cache if cache is not None else ContentCache()
 
     def run(self, code: str, *, at: dt.datetime, origin: str) -> Outcome:
         """Judge area ``code`` now (``at``) and publish the report."""
@@ -131,10 +146,20 @@ class Prereviewer:
         others = [as_validated(p) for p in self.services.prefectures if p != prefecture]
         source = StorageSource(self.services.storage, prefecture.code)
         try:
-            return validate(source, self.checklist, own, at=at, others=others)
+            report = validate(
+                source, self.checklist, own, at=at, others=others, cache=self.cache
+            )
         except Exception:
             logger.exception("prereview crashed prefecture=%s", prefecture.code)
             return self._crash_report(own, at)
+        logger.debug(
+            "prereview judged prefecture=%s files=%d opened=%d cached=%d",
+            prefecture.code,
+            report.digest.files,
+            source.opened,
+            len(self.cache),
+        )
+        return report
 
     def _store(
         self,

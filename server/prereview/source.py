@@ -9,8 +9,10 @@ marker at the area root are left out, so a report never judges itself nor
 changes the digest; a folder that cannot be listed raises ``SourceError``
 rather than being skipped, so no unreadable part of a tree passes unseen.
 
-Each file comes with the SHA-256 of its plaintext from the version index,
-so the report's digest covers contents, not only names and sizes.
+Each file comes with the SHA-256 of its plaintext and its version id from
+the version index, so the report's digest covers contents, not only names
+and sizes, and the validator's content cache knows an unchanged file
+without opening it (``opened`` counts the files a run did open).
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ import logging
 import os
 import stat
 from collections.abc import Iterator
+from pathlib import Path
 from typing import BinaryIO
 from typing import cast
 
 import sqlalchemy as sa
 
+from censusdrop.audit.locking import read_connection
 from censusdrop.server.filesystem import REPORT_NAMES
 from censusdrop.server.schema import file_versions
 from censusdrop.server.storage.keyring import Keyring
@@ -68,15 +72,18 @@ class StorageSource:
     """One area of ``Storage`` as a validator ``TreeSource``, for one run.
 
     The version index is read once per walk (ids, sizes, digests) rather
-    than once per file, and round keys once per run (see ``_RunKeyring``):
-    the validator opens every file of a tree that may hold thousands.
+    than once per file, round keys once per run (see ``_RunKeyring``), and
+    a file is opened where the walk found it, without looking it up again:
+    the validator may open every file of a tree that holds thousands.
     """
 
     def __init__(self, storage: Storage, area: str) -> None:
         self._storage = storage
         self._area = area
         self._index: dict[str, _Indexed] = {}
+        self._found: dict[str, str] = {}  # regular files the walk saw, on disk
         self._keyring = cast(Keyring, _RunKeyring(storage.keyring))
+        self.opened = 0
 
     def walk(self) -> Iterator[SourceEntry]:
         if not self._storage.exists(self._area, ""):
@@ -101,15 +108,23 @@ class StorageSource:
         version the index holds for ``path`` is refused (``NotCurrent``).
         """
         known = self._index.get(path)
+        self.opened += 1
         try:
             if known is None:
                 download = self._storage.open_read(self._area, path)
             else:
-                local = self._storage.layout.existing(self._area, path)
-                download = Download(local, self._keyring, path, expected_id=known.id)
+                download = Download(
+                    self._local(path), self._keyring, path, expected_id=known.id
+                )
         except (StorageError, OSError, ValueError) as exc:
             raise SourceError(f"cannot open {path!r}: {exc}") from exc
         return io.BufferedReader(_RawDownload(download), READ_BUFFER)
+
+    def _local(self, path: str) -> Path:
+        found = self._found.get(path)
+        if found is not None:
+            return Path(found)  # below the area: listed by ``_scan``
+        return self._storage.layout.existing(self._area, path)
 
     def _scan(self, folder: str) -> list[os.DirEntry[str]]:
         try:
@@ -130,18 +145,21 @@ class StorageSource:
             # The storage layer makes neither links nor devices: left out.
             logger.warning("prereview skipped special file path=%r", path)
             return None
+        self._found[path] = entry.path
         known = self._index.get(path)
         if known is None:  # committed but not indexed yet: ask the storage
             size = self._storage.stat(self._area, path).size
             return SourceEntry(path, False, size, info.st_mtime)
-        return SourceEntry(path, False, known.size, info.st_mtime, known.sha256)
+        return SourceEntry(
+            path, False, known.size, info.st_mtime, known.sha256, known.id
+        )
 
     def _read_index(self) -> dict[str, _Indexed]:
         """Id, size and plaintext SHA-256 of every current file, at once."""
         columns = file_versions.c
         query = sa.select(columns.path, columns.id, columns.size, columns.sha256)
         query = query.where(columns.area == self._area, columns.state == "current")
-        with self._storage.engine.connect() as conn:
+        with read_connection(self._storage.engine) as conn:
             return {
                 path: _Indexed(version, size, sha256)
                 for path, version, size, sha256 in conn.execute(query)

@@ -6,11 +6,13 @@
 Modules, in reading order: ``model`` (report values), ``source`` (tree
 access), ``names`` (reading names), ``kinds``/``sniff``/``containers``
 (file content), ``sheets`` and ``links`` (spreadsheet headers, docx links),
-``tree`` (the tree in memory), ``naming``/``filecheck``/``counted``/
-``structure`` (the rules), ``messages`` (rule ids and Chinese sentences),
-``validator`` (the entry point), ``render``/``render_html``.
+``tree`` (the tree in memory), ``cache`` (content facts kept between
+runs), ``naming``/``filecheck``/``counted``/``structure`` (the rules),
+``messages`` (rule ids and Chinese sentences), ``validator`` (the entry
+point), ``render``/``render_html``.
 """
 
+from .cache import ContentCache
 from .containers import Limits
 from .model import PASSED
 from .model import RETURNED
@@ -34,6 +36,7 @@ from .validator import validate
 __all__ = [
     "PASSED",
     "RETURNED",
+    "ContentCache",
     "DirectorySource",
     "Finding",
     "ItemSummary",

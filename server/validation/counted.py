@@ -17,6 +17,8 @@ from __future__ import annotations
 from censusdrop.config.checklist import Checklist
 from censusdrop.config.checklist import Item
 
+from .cache import ContentCache
+from .cache import content_key
 from .messages import finding
 from .model import Finding
 from .names import find_count
@@ -24,19 +26,27 @@ from .sheets import SheetError
 from .sheets import header_rows
 from .sheets import missing_columns
 from .source import TreeSource
+from .source import reading
 from .tree import Node
 
 
 class CountedChecker:
-    def __init__(self, source: TreeSource, checklist: Checklist) -> None:
+    def __init__(
+        self,
+        source: TreeSource,
+        checklist: Checklist,
+        cache: ContentCache | None = None,
+    ) -> None:
         self._source = source
         self._checklist = checklist
+        self._cache = cache
         self._rules = checklist.counted
         self._units = checklist.naming.count_units
         self._source_names = tuple(
             name for s in self._rules.sources for name in (s.name, *s.aliases)
         )
         self._sources_text = "、".join(s.name for s in self._rules.sources)
+        self._weights: dict[Node, int] = {}
 
     def check(self, scope: Node, item: Item, confirmation: bool) -> list[Finding]:
         found: list[Finding] = []
@@ -124,14 +134,13 @@ class CountedChecker:
     def _header(self, table: Node, item: Item) -> list[Finding]:
         rules = self._checklist.basic_info
         assert table.kind is not None
-        try:
-            with self._source.open(table.path) as fp:
-                rows = header_rows(fp, table.kind.type, rules)
-        except SheetError as exc:
+        missing, problem = self._missing(table, table.kind.type)
+        if problem is not None:
             return [
-                finding("basic_info.unreadable", item.number, table.path, detail=exc)
+                finding(
+                    "basic_info.unreadable", item.number, table.path, detail=problem
+                )
             ]
-        missing = missing_columns(rows, rules.columns)
         if not missing:
             return []
         return [
@@ -143,6 +152,28 @@ class CountedChecker:
                 required="、".join(c.name for c in rules.columns),
             )
         ]
+
+    def _missing(
+        self, table: Node, file_type: str
+    ) -> tuple[tuple[str, ...], str | None]:
+        """The required columns the table's header lacks, or why it cannot
+        be read; remembered per content and rules when a cache is given."""
+        content = content_key(table)
+        if self._cache is None or content is None:
+            return self._read_missing(table, file_type)
+        key = ("header", *content, file_type, self._checklist.basic_info)
+        return self._cache.recall(key, lambda: self._read_missing(table, file_type))
+
+    def _read_missing(
+        self, table: Node, file_type: str
+    ) -> tuple[tuple[str, ...], str | None]:
+        rules = self._checklist.basic_info
+        try:
+            with reading(self._source, table.path) as fp:
+                rows = header_rows(fp, file_type, rules)
+        except SheetError as exc:
+            return (), str(exc)
+        return tuple(missing_columns(rows, rules.columns)), None
 
     def _count_rules(self, scope: Node, item: Item) -> list[Finding]:
         found: list[Finding] = []
@@ -179,9 +210,18 @@ class CountedChecker:
         return True
 
     def _weight(self, folder: Node) -> int:
-        return sum(
-            self._own_count(n) or 1 for n in folder.files() if self.is_material(n)
-        )
+        """The material below ``folder``, each file weighing 1 or its own
+        count; worked out once per folder, as folders nest."""
+        weight = self._weights.get(folder)
+        if weight is None:
+            weight = sum(self._file_weight(n) for n in folder.children)
+            self._weights[folder] = weight
+        return weight
+
+    def _file_weight(self, node: Node) -> int:
+        if node.is_dir:
+            return self._weight(node)
+        return (self._own_count(node) or 1) if self.is_material(node) else 0
 
     def _own_count(self, node: Node) -> int | None:
         return find_count(node.stem, self._units, unit_required=True)

@@ -13,6 +13,8 @@ from __future__ import annotations
 from censusdrop.config.checklist import Checklist
 from censusdrop.config.checklist import Item
 
+from .cache import ContentCache
+from .cache import content_key
 from .containers import Limits
 from .kinds import FileKind
 from .kinds import extension_fits
@@ -22,6 +24,7 @@ from .model import Finding
 from .names import split_extension
 from .sniff import sniff
 from .source import TreeSource
+from .source import reading
 from .tree import Node
 
 _FATAL = frozenset(
@@ -32,11 +35,16 @@ _MAX_TYPES_SHOWN = 12
 
 class FileChecker:
     def __init__(
-        self, source: TreeSource, checklist: Checklist, limits: Limits
+        self,
+        source: TreeSource,
+        checklist: Checklist,
+        limits: Limits,
+        cache: ContentCache | None = None,
     ) -> None:
         self._source = source
         self._checklist = checklist
         self._limits = limits
+        self._cache = cache
         self._dangerous = {e.lower() for e in checklist.files.dangerous_extensions}
         self._all_forms = tuple(checklist.forms)
 
@@ -75,7 +83,15 @@ class FileChecker:
     def _kind(self, node: Node, ext: str) -> FileKind:
         if ext in self._dangerous:
             return FileKind("executable", "file.executable")
-        with self._source.open(node.path) as fp:
+        content = content_key(node)
+        if self._cache is None or content is None:
+            return self._sniff(node, ext)
+        # The sniffer reads content and is told the extension, nothing else.
+        key = ("kind", *content, node.size, ext, self._limits)
+        return self._cache.recall(key, lambda: self._sniff(node, ext))
+
+    def _sniff(self, node: Node, ext: str) -> FileKind:
+        with reading(self._source, node.path) as fp:
             return sniff(fp, node.size, ext, self._limits)
 
     def _form_rules(self, node: Node, kind: FileKind) -> list[Finding]:

@@ -27,21 +27,24 @@ class Severity(enum.StrEnum):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Prefecture:
-    """A prefecture as the validator needs it (to be replaced by config's).
+    """A prefecture as the validator needs it.
 
     ``short_name`` is the usual short form: 武汉 for 武汉市, 恩施州 for
-    恩施土家族苗族自治州.
+    恩施土家族苗族自治州. ``aliases`` are other forms people write (恩施),
+    from the prefecture list.
     """
 
     code: str
     name: str
     short_name: str
+    aliases: tuple[str, ...] = ()
 
 
 def prefecture_names(prefecture: Prefecture) -> tuple[str, ...]:
-    """Every form that counts as the prefecture's name, longest first."""
-    forms = {prefecture.name, prefecture.short_name}
-    return tuple(sorted((f for f in forms if f), key=len, reverse=True))
+    """Every form that counts as the prefecture's name (full, short,
+    aliases), longest first, then in a fixed order."""
+    forms = {prefecture.name, prefecture.short_name, *prefecture.aliases}
+    return tuple(sorted((f for f in forms if f), key=lambda f: (-len(f), f)))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -1,6 +1,8 @@
 """Reading folder and file names the way prefecture staff write them.
 
-Pure functions, no I/O: the leading item number (``1.``, ``1、``, ``01``,
+Pure functions, no I/O (the dearer ones remember their recent answers,
+since a tree is judged again after every upload with nearly the same
+names): the leading item number (``1.``, ``1、``, ``01``,
 ``1-``, ``一、``, full-width ``１．``), sub-item markers (``①``, ``(1)``,
 ``1)``, ``8-1``), dates in the usual written forms (20200405, 2020-04-05,
 2020.4.5, 2020年4月5日, 二〇二〇年四月五日, 2020年4月), counts in
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import re
 from collections.abc import Iterable
 
@@ -44,6 +47,11 @@ _CN_DATE = re.compile(
 )
 _EXTENSION = re.compile(r"[A-Za-z0-9]{1,6}")
 _WORD_CHAR = re.compile(r"[A-Za-z\u3400-\u9fff\uf900-\ufaff]")
+# U+FFFD, lone surrogates (undecodable bytes), C0 and C1 controls, DEL.
+_BROKEN = re.compile(r"[\ufffd\ud800-\udfff\x00-\x1f\x7f-\x9f]")
+# Answers remembered per function: a large submission's names, about
+# 6 MB at most for each of the three functions that remember.
+NAME_MEMO = 1 << 14
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -62,13 +70,7 @@ def halfwidth(text: str) -> str:
 
 def is_broken(name: str) -> bool:
     """A name mangled by a wrong encoding or holding control characters."""
-    return any(
-        ch == "\ufffd"
-        or 0xD800 <= ord(ch) <= 0xDFFF
-        or ord(ch) < 0x20
-        or 0x7F <= ord(ch) <= 0x9F
-        for ch in name
-    )
+    return _BROKEN.search(name) is not None
 
 
 def printable(path: str) -> str:
@@ -123,6 +125,11 @@ def sub_item_marker(name: str, item: int, *, is_dir: bool) -> int | None:
 
 def find_dates(name: str) -> list[NameDate]:
     """Every valid date written in ``name``, in order of appearance."""
+    return list(_dates(name))
+
+
+@functools.lru_cache(maxsize=NAME_MEMO)
+def _dates(name: str) -> tuple[NameDate, ...]:
     text = halfwidth(name)
     found: list[tuple[int, NameDate]] = []
     taken: list[range] = []
@@ -135,7 +142,7 @@ def find_dates(name: str) -> list[NameDate]:
             if date is not None:
                 taken.append(span)
                 found.append((match.start(), dataclasses.replace(date, text=match[0])))
-    return [d for _, d in sorted(found, key=lambda pair: pair[0])]
+    return tuple(d for _, d in sorted(found, key=lambda pair: pair[0]))
 
 
 def find_count(name: str, units: Iterable[str], *, unit_required: bool) -> int | None:
@@ -144,13 +151,23 @@ def find_count(name: str, units: Iterable[str], *, unit_required: bool) -> int |
     A parenthesised number at the very start is a sub-item marker, not a
     count. Files need the unit: ``报告 (2).pdf`` is a copy, not two reports.
     """
-    unit = "|".join(re.escape(u) for u in units) or "份"
-    optional = "" if unit_required else "?"
-    pattern = rf"\(\s*(共\s*)?(\d{{1,6}})\s*({unit}){optional}\s*\)"
-    for match in re.finditer(pattern, halfwidth(name)):
+    return _count(name, tuple(units), unit_required)
+
+
+@functools.lru_cache(maxsize=NAME_MEMO)
+def _count(name: str, units: tuple[str, ...], unit_required: bool) -> int | None:
+    pattern = _count_pattern(units, unit_required)
+    for match in pattern.finditer(halfwidth(name)):
         if match.start() > 0 or match.group(1) or match.group(3):
             return int(match.group(2))
     return None
+
+
+@functools.lru_cache(maxsize=16)
+def _count_pattern(units: tuple[str, ...], unit_required: bool) -> re.Pattern[str]:
+    unit = "|".join(re.escape(u) for u in units) or "份"
+    optional = "" if unit_required else "?"
+    return re.compile(rf"\(\s*(共\s*)?(\d{{1,6}})\s*({unit}){optional}\s*\)")
 
 
 def mentions(name: str, names: Iterable[str]) -> bool:
@@ -171,6 +188,11 @@ def other_prefecture(
 def has_content(name: str, noise: Iterable[str]) -> bool:
     """Whether anything is left that says what the material is, once the
     number, the prefecture, the date and the count are taken away."""
+    return _has_content(name, tuple(noise))
+
+
+@functools.lru_cache(maxsize=NAME_MEMO)
+def _has_content(name: str, noise: tuple[str, ...]) -> bool:
     text = halfwidth(name)
     for part in sorted(noise, key=len, reverse=True):
         if part:

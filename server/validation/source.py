@@ -15,15 +15,19 @@ that an unreadable part of a tree can never pass unseen.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import logging
 import os
 import stat
 from collections.abc import Iterable
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 from typing import BinaryIO
 from typing import Protocol
+from typing import cast
 
 from .model import ValidationError
 
@@ -44,7 +48,10 @@ class SourceEntry:
     ``path`` is POSIX, relative to the area root, without leading or
     trailing slash. ``mtime`` is POSIX seconds. ``sha256`` is the hex digest
     of the plaintext when the source knows it (the storage index does); the
-    tree digest then covers contents, not just sizes and times.
+    tree digest then covers contents, not just sizes and times. ``version``
+    names this exact content, never reused for other content (the storage
+    layer's version id), when the source can vouch for one; with
+    ``sha256`` it lets a :class:`ContentCache` skip opening the file.
     """
 
     path: str
@@ -52,6 +59,7 @@ class SourceEntry:
     size: int
     mtime: float
     sha256: str | None = None
+    version: str | None = None
 
 
 class TreeSource(Protocol):
@@ -62,6 +70,23 @@ class TreeSource(Protocol):
     def open(self, path: str) -> BinaryIO:
         """The plaintext of a file, seekable."""
         ...
+
+
+@contextlib.contextmanager
+def reading(source: TreeSource, path: str) -> Iterator[IO[bytes]]:
+    """``source.open(path)`` for a reader that may swallow exceptions.
+
+    Some readers (olefile, the spreadsheet libraries) turn any exception
+    into their own verdict on the file. A ``SourceError`` while reading is
+    the source failing, not the file: it is raised again when the reading
+    is over, so that it never stands (or is remembered) as a fault of the
+    file's content.
+    """
+    with source.open(path) as fp:
+        stream = _Watched(fp)
+        yield cast(IO[bytes], stream)
+    if stream.failure is not None:
+        raise stream.failure
 
 
 class DirectorySource:
@@ -131,3 +156,37 @@ class DirectorySource:
         if os.path.commonpath([parent, self._root]) != self._root:
             raise SourceError(f"path leaves the tree: {path!r}")
         return full
+
+
+class _Watched(io.RawIOBase):
+    """A source's stream that keeps the first ``SourceError`` it raised."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        super().__init__()
+        self._inner = inner
+        self.failure: SourceError | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        try:
+            data = self._inner.read(len(buffer))
+        except SourceError as exc:
+            self.failure = self.failure or exc
+            raise
+        buffer[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        try:
+            return self._inner.seek(offset, whence)
+        except SourceError as exc:
+            self.failure = self.failure or exc
+            raise
+
+    def tell(self) -> int:
+        return self._inner.tell()

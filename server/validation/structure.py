@@ -17,6 +17,8 @@ from censusdrop.config.checklist import Checklist
 from censusdrop.config.checklist import Item
 from censusdrop.config.checklist import ReportRule
 
+from .cache import ContentCache
+from .cache import content_key
 from .counted import CountedChecker
 from .links import LinkError
 from .links import LinkResolver
@@ -27,6 +29,7 @@ from .model import Finding
 from .model import Prefecture
 from .names import item_number
 from .source import TreeSource
+from .source import reading
 from .tree import Node
 from .tree import Tree
 
@@ -41,13 +44,15 @@ class StructureChecker:
         checklist: Checklist,
         prefecture: Prefecture,
         today_text: dict[str, str],
+        cache: ContentCache | None = None,
     ) -> None:
         self._tree = tree
         self._source = source
         self._checklist = checklist
         self._prefecture = prefecture
         self._today = today_text
-        self._counted = CountedChecker(source, checklist)
+        self._cache = cache
+        self._counted = CountedChecker(source, checklist, cache)
         self.report_files: set[str] = set()
 
     def item_checks(self, item: Item) -> list[Finding]:
@@ -184,12 +189,9 @@ class StructureChecker:
         resolver = LinkResolver(self._tree.nodes)
         found: list[Finding] = []
         for report in docx:
-            try:
-                with self._source.open(report.path) as fp:
-                    targets = [t for t in map(file_target, docx_links(fp)) if t]
-            except LinkError as exc:
-                detail = str(exc)
-                found.append(finding("file.corrupt", None, report.path, detail=detail))
+            targets, problem = self._targets(report)
+            if problem is not None:
+                found.append(finding("file.corrupt", None, report.path, detail=problem))
                 continue
             if not targets:
                 found.append(finding("link.none", None, report.path, title=rule.title))
@@ -200,6 +202,23 @@ class StructureChecker:
                 if not resolver.resolves(t, base)
             ]
         return found
+
+    def _targets(self, report: Node) -> tuple[tuple[str, ...], str | None]:
+        """The file links of a docx report, or why they cannot be read;
+        remembered per content when a cache is given."""
+        content = content_key(report)
+        if self._cache is None or content is None:
+            return self._read_targets(report)
+        key = ("links", *content)
+        return self._cache.recall(key, lambda: self._read_targets(report))
+
+    def _read_targets(self, report: Node) -> tuple[tuple[str, ...], str | None]:
+        try:
+            with reading(self._source, report.path) as fp:
+                links = docx_links(fp)
+        except LinkError as exc:
+            return (), str(exc)
+        return tuple(t for t in map(file_target, links) if t), None
 
 
 def _titled(item: Item) -> dict[str, Any]:

@@ -35,6 +35,7 @@ class Node:
     size: int = 0
     mtime: float = 0.0
     sha256: str | None = None
+    version: str | None = None
     parent: Node | None = None
     children: list[Node] = dataclasses.field(default_factory=list)
     depth: int = 0
@@ -132,6 +133,7 @@ class Tree:
             self.nodes[entry.path] = node
         node.is_dir = entry.is_dir
         node.size, node.mtime, node.sha256 = entry.size, entry.mtime, entry.sha256
+        node.version = entry.version
 
     def _folder(self, path: str) -> Node:
         """The folder at ``path``, made up with its parents if not listed."""

@@ -1,7 +1,9 @@
 """Judging one prefecture's tree against the checklist: :func:`validate`.
 
 Pure: no FTP, no database, no clock (``at`` is "now"). It reads the tree
-through a :class:`TreeSource` and returns a :class:`Report`.
+through a :class:`TreeSource` and returns a :class:`Report`; a
+:class:`ContentCache` handed in spares it the contents it already knows,
+without changing the report.
 
 What it guarantees: it does not raise on bad input. A tree that cannot be
 listed, and any unexpected exception while checking one file or one item,
@@ -26,6 +28,7 @@ from functools import partial
 
 from censusdrop.config.checklist import Checklist
 
+from .cache import ContentCache
 from .containers import Limits
 from .filecheck import FileChecker
 from .messages import FOLD_THRESHOLD
@@ -59,13 +62,16 @@ def validate(
     others: Iterable[Prefecture] = (),
     ignore: Collection[str] = (),
     limits: Limits | None = None,
+    cache: ContentCache | None = None,
 ) -> Report:
     """Judge the tree in ``source`` as ``prefecture``'s submission.
 
     ``others`` are the prefectures whose names must not appear in this
     one's names (the own one is skipped if listed). ``ignore`` lists paths
     left out of every check and of the digest, such as the report files
-    censusdrop itself writes into the area.
+    censusdrop itself writes into the area. ``cache`` keeps what was learnt
+    from file contents for the next run; the report is the same with or
+    without it.
     """
     zone = zoneinfo.ZoneInfo(checklist.census.timezone)
     # A naive ``at`` is taken as local time where the census happens.
@@ -77,14 +83,14 @@ def validate(
     _guard(findings, "目录结构", lambda: tree.assign_items(checklist))
 
     names = NameChecker(checklist, prefecture, others, today)
-    files = FileChecker(source, checklist, limits or Limits())
+    files = FileChecker(source, checklist, limits or Limits(), cache)
     for node in itertools.islice(tree.root.walk(), 1, None):
         _guard(findings, node.path, partial(names.check, node), node=node)
         if not node.is_dir:
             _guard(findings, node.path, partial(files.check, node), node=node)
 
     structure = StructureChecker(
-        tree, source, checklist, prefecture, today_forms(today)
+        tree, source, checklist, prefecture, today_forms(today), cache
     )
     for rule in checklist.reports:
         _guard(findings, rule.title, partial(structure.report_checks, rule))
