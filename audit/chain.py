@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from json.encoder import encode_basestring
@@ -83,8 +84,9 @@ def format_time(at: dt.datetime) -> str:
     """``at`` as the UTC text the chain hashes."""
     if at.tzinfo is None:
         raise ValueError("at must be timezone-aware")
-    naive = at.astimezone(dt.UTC).replace(tzinfo=None)
-    return naive.isoformat(timespec="microseconds") + "Z"
+    if at.tzinfo is not dt.UTC:
+        at = at.astimezone(dt.UTC)
+    return at.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_time(text: str) -> dt.datetime:
@@ -99,6 +101,8 @@ def encode_details(details: Mapping[str, Any]) -> str:
 
     Raises ``ValueError`` if they are not plain JSON data.
     """
+    if type(details) is dict and not details:
+        return "{}"
     try:
         text = json.dumps(
             details,
@@ -109,7 +113,7 @@ def encode_details(details: Mapping[str, Any]) -> str:
         )
     except (TypeError, ValueError) as exc:
         raise ValueError(f"audit details are not JSON data: {exc}") from exc
-    if not _is_encodable(text):
+    if not text.isascii() and not _is_encodable(text):
         # Lone surrogates (undecodable bytes of a file name): escape them.
         text = json.dumps(
             details, sort_keys=True, separators=(",", ":"), allow_nan=False
@@ -198,25 +202,45 @@ def seal(event: AuditEvent, seq: int, prev_hash: str) -> tuple[Any, ...]:
     Text is cleaned first (NUL and undecodable bytes escaped) so that every
     database can store exactly what was hashed.
     """
-    fields = {name: _clean_text(getattr(event, name)) for name in TEXT_FIELDS}
-    content = (
+    return seal_all([event], seq - 1, prev_hash)[0]
+
+
+def seal_all(
+    events: Iterable[AuditEvent], after_seq: int, prev_hash: str
+) -> list[tuple[Any, ...]]:
+    """Chain rows for ``events`` appended one after another after the entry
+    ``after_seq`` whose hash is ``prev_hash``; the same rows as ``seal``
+    called for each in turn, without converting each hash to hex and back.
+    This loop is the writer's hot path."""
+    rows: list[tuple[Any, ...]] = []
+    prev_raw, sha256 = bytes.fromhex(prev_hash), _sha256
+    for seq, event in enumerate(events, start=after_seq + 1):
+        content = _content(event, seq)
+        raw = sha256(prev_raw + canonical_text(content).encode()).digest()
+        digest = raw.hex()
+        rows.append((*content, prev_hash, digest))
+        prev_hash, prev_raw = digest, raw
+    return rows
+
+
+def _content(event: AuditEvent, seq: int) -> tuple[Any, ...]:
+    clean = _clean_text
+    return (
         seq,
         format_time(event.at),
-        fields["account"],
-        fields["role"],
-        fields["prefecture"],
-        fields["session"],
-        fields["remote"],
-        fields["action"],
-        fields["path"],
-        fields["version"],
+        clean(event.account),
+        clean(event.role),
+        clean(event.prefecture),
+        clean(event.session),
+        clean(event.remote),
+        clean(event.action),
+        clean(event.path),
+        clean(event.version),
         event.bytes,
-        fields["digest"],
-        fields["outcome"],
+        clean(event.digest),
+        clean(event.outcome),
         encode_details(event.details),
     )
-    digest = chain_hash(prev_hash, canonical_text(content))
-    return (*content, prev_hash, digest)
 
 
 def _is_encodable(text: str) -> bool:
@@ -228,8 +252,8 @@ def _is_encodable(text: str) -> bool:
 
 
 def _clean_text(value: str | None) -> str | None:
-    if value is None:
-        return None
+    if value is None or (value.isascii() and "\x00" not in value):
+        return value
     if "\x00" in value:
         value = value.replace("\x00", "\N{REPLACEMENT CHARACTER}")
     if _is_encodable(value):

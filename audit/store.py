@@ -8,7 +8,9 @@ events), durable events first. A durable event still submitted while the
 database is known to be down triggers one prompt attempt, so transfers
 resume as soon as the database is back.
 
-When the database fails, the writer fails closed and keeps running:
+When the database fails, the writer fails closed and keeps running (the
+outage is logged once at ERROR, again only if its cause changes, and its
+end at INFO):
 
 - durable events in the failed batch, and any submitted while the database
   is known to be down, get ``AuditUnavailable`` at once;
@@ -22,6 +24,7 @@ When the database fails, the writer fails closed and keeps running:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -45,12 +48,16 @@ from .pending import OnceCallback
 from .pending import Pending
 from .pending import PendingQueue
 
-__all__ = ["AuditLog", "AuditWriter"]
+__all__ = ["AuditLog", "AuditWriter", "WriterStats"]
 
 logger = logging.getLogger(__name__)
 
 RETRY_MIN = 0.1
 IDLE_TICK = 1.0
+# How long a batch of ordinary events waits for a durable one to share its
+# commit: a transfer's end event is soon followed by the next transfer's
+# start, which then needs no second commit of its own.
+GROUP_WINDOW = 0.004
 
 # Errors that mean "the database is not reachable or not usable right now":
 # retry later. Anything else is blamed on the batch (see _isolate).
@@ -77,6 +84,8 @@ class AuditWriter:
       while the database is unavailable.
     - ``durable_timeout`` (10.0): seconds after which ``submit_durable``
       reports failure if the event is still not committed.
+    - ``group_window`` (0.004): seconds a batch of ordinary events waits
+      for a durable event to share its commit (never delays a durable one).
     - ``checkpoint_key`` (None): if given, a signed checkpoint is made
       after every ``checkpoint_every`` (10000) events, and after
       ``checkpoint_interval`` (600.0) seconds if any event was written.
@@ -96,6 +105,7 @@ class AuditWriter:
         checkpoint_every: int = 10_000,
         checkpoint_interval: float = 600.0,
         durable_timeout: float = 10.0,
+        group_window: float = GROUP_WINDOW,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
@@ -105,13 +115,16 @@ class AuditWriter:
         self._retry_max = retry_max
         self._retry_delay = 0.0
         self._retry_at: float | None = None
+        self._outage_reason: str | None = None
         self._last_attempt = 0.0
         self._lost = _LossCounter()
         self._checkpoints = _CheckpointPolicy(
             engine, checkpoint_key, checkpoint_every, checkpoint_interval
         )
         self._durable_timeout = durable_timeout
+        self._group_window = group_window
         self._deadlines = Deadlines(self._queue)
+        self._stats = WriterStats()
         self._thread = threading.Thread(
             target=self._run, name="censusdrop-audit-writer", daemon=True
         )
@@ -121,6 +134,11 @@ class AuditWriter:
     def is_healthy(self) -> bool:
         """False while the database is known to be failing."""
         return self._retry_at is None
+
+    @property
+    def stats(self) -> WriterStats:
+        """Commits and events written so far (a copy)."""
+        return dataclasses.replace(self._stats)
 
     @property
     def backlog(self) -> int:
@@ -207,12 +225,24 @@ class AuditWriter:
             self._queue.wait_for_durable(wait)
             return
         batch = self._queue.take(self._max_batch, IDLE_TICK)
+        if batch and not any(item.is_durable for item in batch):
+            batch += self._join_durable(self._max_batch - len(batch))
         try:
             if batch:
                 self._write(batch)
             self._after_write()
         finally:
             self._queue.finish()
+
+    def _join_durable(self, room: int) -> list[Pending]:
+        """Durable events submitted within the group window (and whatever
+        came with them), to be committed with the batch in hand."""
+        if room <= 0 or self._group_window <= 0:
+            return []
+        self._queue.wait_for_durable(self._group_window)
+        if not self._queue.has_durable():
+            return []
+        return self._queue.take(room, 0)
 
     def _backoff_wait(self) -> float | None:
         """Seconds to go on refusing durable events without trying the
@@ -266,9 +296,14 @@ class AuditWriter:
     def _on_outage(self, batch: list[Pending], exc: BaseException) -> None:
         self._retry_delay = min(max(self._retry_delay * 2, RETRY_MIN), self._retry_max)
         self._retry_at = time.monotonic() + self._retry_delay
-        logger.error(
+        # One ERROR line per outage (and per change of cause), not one per
+        # attempt: a busy server retries several times a second.
+        reason = _short(exc)
+        news = reason != self._outage_reason
+        self._outage_reason = reason
+        (logger.error if news else logger.debug)(
             "audit database unavailable: %s; queued=%d retry_in=%.1fs",
-            _short(exc),
+            reason,
             len(self._queue) + len(batch),
             self._retry_delay,
         )
@@ -279,7 +314,10 @@ class AuditWriter:
         if self._retry_at is not None:
             logger.info("audit database available again")
         self._retry_at, self._retry_delay = None, 0.0
+        self._outage_reason = None
         self._checkpoints.count(len(batch))
+        self._stats.commits += 1
+        self._stats.events += len(batch)
         for item in batch:
             if item.done is not None:
                 _call(item.done, None)
@@ -315,6 +353,15 @@ class AuditWriter:
         for item in items:
             if item.done is not None:
                 _call(item.done, AuditUnavailable(reason))
+
+
+@dataclasses.dataclass(slots=True)
+class WriterStats:
+    """What the writer thread has committed: ``events`` in ``commits``
+    transactions (their ratio is the mean group size)."""
+
+    commits: int = 0
+    events: int = 0
 
 
 class _LossCounter:

@@ -6,10 +6,13 @@ explained by ``diagnose`` (see there for the kinds of problem). The result
 is a ``VerifyResult`` whose ``exit_code`` is 0 when the chain is intact.
 
 Speed: rows are read in keyset-paginated batches through a raw DBAPI
-cursor, and a long chain is split into consecutive segments checked by
-worker processes at once. A segment starts from the row just before it, so
-each link is checked exactly as in one pass, and the first problem of the
-lowest failing segment is the first problem of the chain.
+cursor, on a reader thread that stays a batch ahead, so that the
+database produces the next batch while this one is hashed (the drivers let
+go of the GIL while they wait). A long chain is split into consecutive
+segments checked by worker processes at once. A segment starts from the row
+just before it, so each link is checked exactly as in one pass, and the
+first problem of the lowest failing segment is the first problem of the
+chain.
 
 A chain alone cannot show that its last entries were removed, or that all
 of it was recomputed; checkpoints signed with a key kept apart from the
@@ -25,10 +28,14 @@ import hashlib
 import itertools
 import multiprocessing
 import os
+import queue
+import threading
+from collections.abc import Generator
 from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Sequence
 from typing import Any
+from typing import TypeVar
 
 import sqlalchemy as sa
 
@@ -51,6 +58,10 @@ BATCH_SIZE = 20_000
 # Below this many entries, starting worker processes costs more than it saves.
 PARALLEL_THRESHOLD = 300_000
 MAX_WORKERS = 4
+# How often a reader waiting for room checks that its consumer is still there.
+OFFER_TICK = 0.1
+
+T = TypeVar("T")
 
 __all__ = ["Problem", "ProblemKind", "VerifyResult", "verify_database"]
 
@@ -176,7 +187,8 @@ def scan_segment(
     def lookup(digest: str) -> int | None:
         return find_seq_of_hash(engine, digest)
 
-    return scan_rows(rows, heads, lookup, previous=previous, stop=high)
+    with contextlib.closing(rows):
+        return scan_rows(rows, heads, lookup, previous=previous, stop=high)
 
 
 def iter_chain_rows(
@@ -185,7 +197,7 @@ def iter_chain_rows(
     after: int = 0,
     until: int | None = None,
     batch_size: int = BATCH_SIZE,
-) -> Iterator[Row]:
+) -> Generator[Row, None, None]:
     """Chain rows (plain tuples) with ``after < seq <= until`` (default: the
     head) in seq order.
 
@@ -198,14 +210,45 @@ def iter_chain_rows(
     if until is None:
         with read_connection(engine) as conn:
             until = read_head(conn).seq
-    seq = audit_events.c.seq
-    base = chain_rows_select(engine.dialect).order_by(seq)
-    while after < until:
-        upper = min(after + batch_size, until)
-        query = base.where(seq > _int(after), seq <= _int(upper))
-        rows = _fetch_all(engine, _literal_sql(engine, query))
-        yield from rows
-        after = upper if rows else _next_seq(engine, upper) - 1
+    batches = _chain_batches(engine, after, until, batch_size)
+    with contextlib.closing(read_ahead(batches)) as ahead:
+        for rows in ahead:
+            yield from rows
+
+
+def read_ahead(batches: Iterator[T], depth: int = 1) -> Generator[T, None, None]:
+    """The items of ``batches``, produced on a thread up to ``depth`` ahead
+    of the consumer, so that the database reads the next batch while this
+    one is being hashed. Closing the iterator stops the thread.
+
+    At most ``depth + 2`` batches are in memory at once: the consumer's,
+    those waiting, and the one being read."""
+    slots: queue.Queue[tuple[bool, Any]] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if not _offer(slots, stop, (True, batch)):
+                    return
+        except BaseException as exc:  # handed over to the consumer
+            _offer(slots, stop, (False, exc))
+            return
+        _offer(slots, stop, (False, None))
+
+    thread = threading.Thread(target=produce, name="censusdrop-verify-reader")
+    thread.start()
+    try:
+        while True:
+            is_batch, item = slots.get()
+            if not is_batch:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def find_seq_of_hash(engine: sa.Engine, digest: str) -> int | None:
@@ -356,6 +399,30 @@ def _scan_in_worker(
         return scan_segment(engine, low, high, heads, batch_size)
     finally:
         engine.dispose()
+
+
+def _chain_batches(
+    engine: sa.Engine, after: int, until: int, batch_size: int
+) -> Iterator[list[Row]]:
+    seq = audit_events.c.seq
+    base = chain_rows_select(engine.dialect).order_by(seq)
+    while after < until:
+        upper = min(after + batch_size, until)
+        query = base.where(seq > _int(after), seq <= _int(upper))
+        rows = _fetch_all(engine, _literal_sql(engine, query))
+        yield rows
+        after = upper if rows else _next_seq(engine, upper) - 1
+
+
+def _offer(slots: queue.Queue[Any], stop: threading.Event, item: Any) -> bool:
+    """Put ``item`` once there is room; False if the consumer has gone."""
+    while not stop.is_set():
+        try:
+            slots.put(item, timeout=OFFER_TICK)
+        except queue.Full:
+            continue
+        return True
+    return False
 
 
 def _int(value: int) -> sa.ColumnElement[int]:

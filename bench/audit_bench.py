@@ -1,9 +1,15 @@
 """Benchmark of the audit trail: sustained write rate through AuditWriter,
-durable-event latency, and verification rate, on SQLite and PostgreSQL.
+group commits under a small-file load, durable-event latency, and
+verification rate, on SQLite and PostgreSQL.
 
 Usage::
 
-    python bench/audit_bench.py [--events 200000] [--skip-postgres]
+    python bench/audit_bench.py [--events 1000000] [--skip-sqlite]
+        [--skip-postgres] [--save FILE] [--baseline FILE]
+
+``--save FILE`` writes the figures as JSON; ``--baseline FILE`` prints each
+figure beside the one saved by an earlier run (of another version of the
+code, say) and their ratio, above 1.0 when this run is better.
 
 PostgreSQL: ``CENSUSDROP_BENCH_PG`` names the database (a full URL, or a
 database name on the local server); otherwise a throwaway database is
@@ -11,7 +17,9 @@ created on postgresql+psycopg://postgres@127.0.0.1:5432/postgres and dropped
 afterwards. The engines are built like the server builds them (WAL and full
 sync on SQLite) when ``censusdrop.server.db`` is available.
 
-It prints figures and asserts nothing. Targets: at least 5,000 events/s
+CPU figures are per event and count only this process (and its verify
+workers), not the PostgreSQL server; on a busy machine they are steadier
+than the rates. It asserts nothing. Targets: at least 5,000 events/s
 written on SQLite, at least 200,000 events/s verified.
 """
 
@@ -20,13 +28,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import json
 import os
+import resource
 import statistics
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -38,48 +50,122 @@ from censusdrop.audit.verify import verify_database
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DURABLE_SAMPLES = 300
+# The small-file load: sessions at once, files each, and the time one
+# small transfer takes between its durable start and its end.
+LOAD_SESSIONS = 8
+LOAD_FILES = 150
+LOAD_TRANSFER_S = 0.005
+WRITER_THREAD = "censusdrop-audit-writer"
+
+# Figures where lower is better; the others are rates.
+LOWER_IS_BETTER = ("cpu", " ms")
+
+Figures = dict[str, float]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--save", type=Path, help="write the figures as JSON")
+    parser.add_argument("--baseline", type=Path, help="compare with saved figures")
     args = parser.parse_args()
+    baseline = json.loads(args.baseline.read_text()) if args.baseline else {}
 
-    with tempfile.TemporaryDirectory() as folder:
-        run("SQLite", f"sqlite:///{Path(folder) / 'bench.db'}", args.events)
+    results: dict[str, Figures] = {}
+    if not args.skip_sqlite:
+        with tempfile.TemporaryDirectory() as folder:
+            url = f"sqlite:///{Path(folder) / 'bench.db'}"
+            results["SQLite"] = run("SQLite", url, args.events)
     if not args.skip_postgres:
         with postgres_database() as url:
-            run("PostgreSQL", url, args.events)
+            results["PostgreSQL"] = run("PostgreSQL", url, args.events)
+
+    for name, figures in results.items():
+        print_table(name, figures, baseline.get(name, {}))
+    if args.save:
+        args.save.write_text(json.dumps(results, indent=2) + "\n")
 
 
-def run(name: str, url: str, count: int) -> None:
+def run(name: str, url: str, count: int) -> Figures:
     engine = make_engine(url)
     metadata.create_all(engine)
+    figures: Figures = {}
     try:
-        print(f"== {name}: {count} events")
-        write_rate(engine, count)
-        durable_latency(engine)
+        print(f"== {name}: {count} events", flush=True)
+        figures |= write_rate(engine, count)
+        figures |= small_file_load(engine)
+        figures |= durable_latency(engine)
         for workers in (1, 2):
-            verify_rate(engine, workers)
+            figures |= verify_rate(engine, workers)
     finally:
         engine.dispose()
+    return figures
 
 
-def write_rate(engine: sa.Engine, count: int) -> None:
+def write_rate(engine: sa.Engine, count: int) -> Figures:
     writer = AuditWriter(engine, max_queue=count + 1)
+    clock = WriterClock()
     started = time.perf_counter()
-    for number, event in enumerate(sample_events(count)):
+    for event in sample_events(count):
         writer.emit(event)
-        if number % 50_000 == 49_999:
-            print(f"   queued {number + 1}, backlog {writer.backlog}")
     writer.flush()
     elapsed = time.perf_counter() - started
+    commits, cpu = commit_count(writer), clock.seconds()
     writer.close()
-    print(f"write   : {count / elapsed:10,.0f} events/s through AuditWriter")
+    figures = {
+        "write events/s": count / elapsed,
+        "write writer cpu us/event": cpu * 1e6 / count,
+    }
+    if commits:
+        figures["write events/commit"] = count / commits
+    return figures
 
 
-def durable_latency(engine: sa.Engine) -> None:
+def small_file_load(engine: sa.Engine) -> Figures:
+    """Sessions that each download small files one after another: a
+    directory listing, a durable start, a short transfer, an end."""
+    writer = AuditWriter(engine)
+    clock = WriterClock()
+    latencies: list[float] = []
+
+    def session(number: int) -> None:
+        for index in range(LOAD_FILES):
+            common = {"session": f"load{number}", "account": f"expert{number}"}
+            path = f"/420100/{index}.pdf"
+            writer.emit(AuditEvent(ev.LIST, path="/420100", **common))
+            started = time.perf_counter()
+            writer.emit_durable(AuditEvent(ev.DOWNLOAD_START, path=path, **common))
+            latencies.append((time.perf_counter() - started) * 1000)
+            time.sleep(LOAD_TRANSFER_S)
+            writer.emit(AuditEvent(ev.DOWNLOAD_END, path=path, bytes=20480, **common))
+
+    started = time.perf_counter()
+    threads = [
+        threading.Thread(target=session, args=(n,)) for n in range(LOAD_SESSIONS)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    writer.flush()
+    elapsed = time.perf_counter() - started
+    commits, cpu = commit_count(writer), clock.seconds()
+    writer.close()
+    events = LOAD_SESSIONS * LOAD_FILES * 3
+    figures = {
+        "load files/s": LOAD_SESSIONS * LOAD_FILES / elapsed,
+        "load writer cpu us/event": cpu * 1e6 / events,
+        "load durable median ms": statistics.median(latencies),
+    }
+    if commits:
+        figures["load events/commit"] = events / commits
+        figures["load writer cpu us/commit"] = cpu * 1e6 / commits
+    return figures
+
+
+def durable_latency(engine: sa.Engine) -> Figures:
     writer = AuditWriter(engine)
     latencies = []
     try:
@@ -91,22 +177,77 @@ def durable_latency(engine: sa.Engine) -> None:
     finally:
         writer.close()
     latencies.sort()
-    p99 = latencies[int(len(latencies) * 0.99) - 1]
-    print(
-        f"durable : median {statistics.median(latencies):.2f} ms, "
-        f"p99 {p99:.2f} ms per emit_durable (idle writer)"
-    )
+    return {
+        "durable median ms": statistics.median(latencies),
+        "durable p99 ms": latencies[int(len(latencies) * 0.99) - 1],
+    }
 
 
-def verify_rate(engine: sa.Engine, workers: int) -> None:
+def verify_rate(engine: sa.Engine, workers: int) -> Figures:
+    cpu_before = process_cpu()
     started = time.perf_counter()
     result = verify_database(engine, None, workers=workers)
     elapsed = time.perf_counter() - started
-    state = "ok" if result.ok else f"FAILED {result.problem}"
-    print(
-        f"verify  : {result.events / elapsed:10,.0f} events/s "
-        f"({workers} process{'es' if workers > 1 else ''}, {state})"
-    )
+    cpu = process_cpu() - cpu_before
+    if not result.ok:
+        print(f"   verify FAILED: {result.problem}")
+    label = f"verify {workers}p"
+    return {
+        f"{label} events/s": result.events / elapsed,
+        f"{label} cpu us/event": cpu * 1e6 / max(result.events, 1),
+    }
+
+
+def print_table(name: str, figures: Figures, baseline: Figures) -> None:
+    print(f"\n{name}")
+    print(f"| {'figure':28} | {'this run':>12} | {'baseline':>12} | {'ratio':>6} |")
+    print(f"| {'-' * 28} | {'-' * 11}: | {'-' * 11}: | {'-' * 5}: |")
+    for key, value in figures.items():
+        before = baseline.get(key)
+        ratio = "" if before is None else f"{better_ratio(key, value, before):.2f}"
+        shown = "" if before is None else f"{before:,.2f}"
+        print(f"| {key:28} | {value:12,.2f} | {shown:>12} | {ratio:>6} |")
+
+
+def better_ratio(key: str, value: float, before: float) -> float:
+    """How many times better this run is: above 1.0 when it improved."""
+    if any(word in key for word in LOWER_IS_BETTER):
+        return before / value if value else float("inf")
+    return value / before if before else float("inf")
+
+
+class WriterClock:
+    """CPU time of the audit writer thread started last (Linux only)."""
+
+    def __init__(self) -> None:
+        found = [t for t in threading.enumerate() if t.name == WRITER_THREAD]
+        self._tid = found[-1].native_id if found else None
+        self._start = self._read()
+
+    def seconds(self) -> float:
+        return self._read() - self._start
+
+    def _read(self) -> float:
+        if self._tid is None:
+            return float("nan")
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/self/task/{self._tid}/stat").read_text()
+            fields = stat.rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return float("nan")
+
+
+def process_cpu() -> float:
+    """CPU seconds of this process and of its children that have ended."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def commit_count(writer: AuditWriter) -> int | None:
+    # Older versions of the writer do not count their commits.
+    stats: Any = getattr(writer, "stats", None)
+    return None if stats is None else int(stats.commits)
 
 
 def sample_events(count: int) -> Iterator[AuditEvent]:

@@ -150,3 +150,41 @@ def test_nul_and_undecodable_bytes_are_escaped_so_any_database_stores_them() -> 
         if isinstance(value, str):
             value.encode("utf-8")
     assert chain.row_is_sealed(row)
+
+
+events = st.builds(
+    AuditEvent,
+    action=st.text(min_size=1),
+    outcome=st.text(min_size=1),
+    at=st.datetimes(timezones=st.just(dt.UTC) | st.timezones()),
+    account=optional_text,
+    path=optional_text,
+    bytes=st.none() | st.integers(min_value=0, max_value=2**63 - 1),
+    details=st.dictionaries(st.text(), st.none() | st.integers() | st.text()),
+)
+
+
+@given(st.lists(events, max_size=5), st.integers(min_value=0, max_value=2**40))
+def test_sealing_a_batch_gives_the_rows_of_sealing_one_by_one(
+    batch: list[AuditEvent], after: int
+) -> None:
+    expected, prev = [], chain.GENESIS_HASH
+    for seq, event in enumerate(batch, start=after + 1):
+        expected.append(chain.seal(event, seq, prev))
+        prev = expected[-1][-1]
+
+    rows = chain.seal_all(batch, after, chain.GENESIS_HASH)
+
+    assert rows == expected
+    assert all(chain.row_is_sealed(row) for row in rows)
+
+
+def test_a_seal_is_the_hash_of_the_reference_encoding() -> None:
+    event = AuditEvent("list", at=AT, path="/a\tb", details={"k": '"q"', "n": 1})
+
+    row = chain.seal(event, 7, chain.GENESIS_HASH)
+
+    content = bytes.fromhex(chain.GENESIS_HASH)
+    content += chain.reference_canonical_text(row).encode()
+    assert row[-1] == hashlib.sha256(content).hexdigest()
+    assert row[13] == '{"k":"\\"q\\"","n":1}'

@@ -12,7 +12,9 @@ import pytest
 import sqlalchemy as sa
 
 from censusdrop.audit import events as ev
+from censusdrop.audit.append import insert_rows
 from censusdrop.audit.chain import GENESIS_HASH
+from censusdrop.audit.chain import seal
 from censusdrop.audit.events import AuditEvent
 from censusdrop.audit.query import EventFilter
 from censusdrop.audit.query import find_events
@@ -104,6 +106,35 @@ def test_the_schema_refuses_a_second_entry_after_the_same_predecessor(
 
     with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
         conn.execute(audit_events.insert(), [fork])
+
+
+def test_text_that_bulk_inserts_must_escape_is_stored_as_it_was_hashed(
+    engine: sa.Engine,
+) -> None:
+    tricky = "a\tb\nc\\N\\.\r\x7f\"'\\"
+    event = full_event(
+        account="\\N", path=tricky, version="", details={"k": tricky, "\\N": None}
+    )
+
+    AuditLog(engine).append([event, full_event(account=None, digest=None)])
+    first, second = find_events(engine, EventFilter())
+
+    assert (first.account, first.path, first.version) == ("\\N", tricky, "")
+    assert first.details == event.details
+    assert second.account is None and second.digest is None
+    assert verify_database(engine, None).ok
+
+
+def test_a_bulk_insert_the_schema_refuses_raises_an_integrity_error(
+    engine: sa.Engine,
+) -> None:
+    log = AuditLog(engine)
+    log.append([full_event()])
+    fork = seal(full_event(action=ev.LIST), 2, GENESIS_HASH)
+
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+        insert_rows(conn, [fork], [AT])
+    assert log.append([full_event()]) == [2]
 
 
 def test_sqlite_transactions_stay_atomic_after_the_store_takes_over_begin(

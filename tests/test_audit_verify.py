@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from censusdrop.audit.schema import metadata
 from censusdrop.audit.store import AuditLog
 from censusdrop.audit.verify import ProblemKind
 from censusdrop.audit.verify import VerifyResult
+from censusdrop.audit.verify import read_ahead
 from censusdrop.audit.verify import verify_database
 
 EVENTS = 40
@@ -344,3 +346,50 @@ _CONTENT = (
 
 def _time_text(at: dt.datetime) -> str:
     return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def reader_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "censusdrop-verify-reader"]
+
+
+def test_reading_ahead_keeps_the_order_and_hands_over_a_reader_error() -> None:
+    def batches() -> Iterator[list[int]]:
+        yield [1, 2]
+        yield [3]
+        raise sa.exc.OperationalError("SELECT", None, Exception("connection lost"))
+
+    got: list[list[int]] = []
+    with pytest.raises(sa.exc.OperationalError):
+        got.extend(read_ahead(batches(), depth=1))
+
+    assert got == [[1, 2], [3]]
+    assert reader_threads() == []
+
+
+def test_closing_a_read_ahead_early_stops_its_reader() -> None:
+    produced: list[int] = []
+
+    def batches() -> Iterator[int]:
+        for number in range(1000):
+            produced.append(number)
+            yield number
+
+    ahead = read_ahead(batches(), depth=2)
+    assert next(ahead) == 0
+    ahead.close()
+
+    assert reader_threads() == []
+    assert len(produced) <= 4
+
+
+def test_a_verification_stopped_by_a_problem_leaves_no_reader_running(
+    engine: sa.Engine, key: SigningKey
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.update(t).where(t.c.seq == 3).values(account="x"))
+
+    result = verify(engine, key, batch_size=4)
+
+    assert result.problem is not None
+    assert (result.problem.kind, result.problem.seq) == (ProblemKind.MODIFIED, 3)
+    assert reader_threads() == []

@@ -379,3 +379,44 @@ class TcpProxy:
         for one in (sock, other):
             self._selector.unregister(one)
             one.close()
+
+
+def test_the_writer_counts_the_events_it_commits_and_its_commits(
+    engine: sa.Engine,
+) -> None:
+    writer = AuditWriter(engine, max_batch=40)
+    try:
+        for number in range(100):
+            writer.emit(AuditEvent(ev.LIST, path=f"/{number}"))
+        assert writer.flush(10)
+        writer.emit_durable(AuditEvent(ev.DOWNLOAD_START, path="/f"), timeout=5)
+        stats = writer.stats
+    finally:
+        writer.close()
+
+    assert stats.events == 101
+    assert 4 <= stats.commits <= 101
+    assert writer.stats.events == len(stored(engine))
+
+
+def test_an_ordinary_event_and_the_durable_one_after_it_share_a_commit(
+    engine: sa.Engine,
+) -> None:
+    """A transfer's end event and the next transfer's start record: one
+    commit, and the durable event does not wait out the window."""
+    writer = AuditWriter(engine, group_window=30.0)
+    try:
+        writer.emit(AuditEvent(ev.UPLOAD_END, path="/a"))
+        deadline = time.monotonic() + 10
+        while writer.backlog:  # until the writer has taken it
+            assert time.monotonic() < deadline, "the writer took nothing"
+            time.sleep(0.001)
+        started = time.monotonic()
+        writer.emit_durable(AuditEvent(ev.UPLOAD_START, path="/b"), timeout=20)
+        waited = time.monotonic() - started
+        stats = writer.stats
+    finally:
+        writer.close()
+    assert (stats.commits, stats.events) == (1, 2)
+    assert waited < 15.0
+    assert stored(engine) == [ev.UPLOAD_END, ev.UPLOAD_START]
