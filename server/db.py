@@ -24,10 +24,35 @@ from censusdrop.audit.locking import prepare_engine
 logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY_SQLSTATE = "25006"  # read_only_sql_transaction
 
 
 class DatabaseError(Exception):
     """The database cannot be reached or is not at the expected schema."""
+
+
+# What a database that is down, restarting, out of connections or read-only
+# raises; a caller answers "try again later", never "internal error".
+_OUTAGE_ERRORS = (
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    sa.exc.InternalError,
+    sa.exc.TimeoutError,
+)
+
+
+def outage_of(exc: BaseException) -> str | None:
+    """One line saying why the database cannot be used now, if ``exc`` (or
+    an error it was raised from) means that; else None."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a cause chain is short; never loop on a cycle
+        if seen is None:
+            return None
+        if isinstance(seen, _OUTAGE_ERRORS):
+            text = str(getattr(seen, "orig", None) or seen).strip()
+            return text.splitlines()[0] if text else type(seen).__name__
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -41,11 +66,23 @@ def make_engine(url: str) -> sa.Engine:
     if parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return sa.create_engine(parsed, pool_pre_ping=True, pool_size=5)
+        engine = sa.create_engine(parsed, pool_pre_ping=True, pool_size=5)
+        sa.event.listen(engine, "handle_error", _reconnect_when_read_only)
+        return engine
     raise DatabaseError(
         f"database.url: unsupported database {parsed.get_backend_name()!r}"
         " (use sqlite or postgresql)"
     )
+
+
+def _reconnect_when_read_only(context: sa.engine.ExceptionContext) -> None:
+    """Treat "read-only transaction" as a lost connection, so the pool is
+    renewed: a database made read-only (or a primary turned standby) and
+    then writable again applies that only to new sessions, and the pooled
+    ones would otherwise stay read-only for good."""
+    sqlstate = getattr(context.original_exception, "sqlstate", None)
+    if sqlstate == READ_ONLY_SQLSTATE:
+        context.is_disconnect = True
 
 
 def _sqlite_engine(url: sa.URL) -> sa.Engine:

@@ -29,6 +29,7 @@ from typing import TypeVar
 from pyftpdlib.handlers import DTPHandler
 
 from censusdrop.audit import events
+from censusdrop.server.db import outage_of
 from censusdrop.server.handler import CensusHandler
 from censusdrop.server.policy import AccessState
 from censusdrop.server.policy import Refusal
@@ -56,6 +57,7 @@ class AccessGuard:
         self.interval = interval
         self._busy = False
         self._task: Any = None
+        self._outage: str | None = None  # why the last reload failed
 
     def start(self) -> None:
         """Schedule the check; call before the loop runs."""
@@ -125,11 +127,27 @@ class AccessGuard:
         self._busy = False
         try:
             future.result()
-        except Exception:
+        except Exception as exc:
             # Keep deciding on the state last loaded: windows still close
             # on time; a revocation waits until the database answers.
-            logger.exception("access check could not reload rounds")
+            self._reload_failed(exc)
+        else:
+            if self._outage is not None:
+                logger.info("access check reloads rounds again")
+            self._outage = None
         self.enforce()
+
+    def _reload_failed(self, exc: BaseException) -> None:
+        outage = outage_of(exc)
+        if outage is None:
+            logger.error("access check could not reload rounds", exc_info=exc)
+        elif outage != self._outage:  # once per outage, not every tick
+            logger.error(
+                "access check could not reload rounds: database unavailable:"
+                " %s; deciding on the state last loaded",
+                outage,
+            )
+        self._outage = outage
 
     def _failed(self) -> None:
         self._busy = False

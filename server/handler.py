@@ -10,8 +10,12 @@ Trusts nothing a client sends. Guarantees, on top of pyftpdlib:
   active mode do not;
 - each command line is decoded per session (UTF-8, else GB18030) and one
   holding a control character is refused with 501, the session going on;
+- a command line not finished ``line_timeout`` seconds after its first
+  byte gets 421 and the session ends (a client dribbling bytes); so does a
+  TLS handshake, without the reply;
 - passwords are checked off the event loop, the reply to every failed login
-  is the same, and the password never reaches a log line;
+  is the same, and the password never reaches a log line; when the database
+  cannot count a failure, the login is refused with 421;
 - a download or upload starts only after its audit record is durable; if
   it cannot be recorded, the transfer is refused with a 4xx reply;
 - an upload becomes a file only when the data channel closed cleanly (TLS
@@ -42,6 +46,7 @@ from censusdrop.server.accounts import LoginResult
 from censusdrop.server.authorizers import SessionAuthorizer
 from censusdrop.server.authorizers import _NoLogin
 from censusdrop.server.datachannel import CensusDTPHandler
+from censusdrop.server.db import outage_of
 from censusdrop.server.filesystem import AccountView
 from censusdrop.server.filesystem import CensusFS
 from censusdrop.server.filesystem import WindowClosed
@@ -53,6 +58,8 @@ logger = logging.getLogger(__name__)
 LOGIN_FAILED_REPLY = "530 登录失败：用户名或密码错误，或账号暂不可用。"
 TLS_REQUIRED_REPLY = "530 请先使用 AUTH TLS 建立加密连接（需要显式 FTPS）。"
 PROT_REQUIRED_REPLY = "521 数据连接必须加密：请先发送 PBSZ 0 和 PROT P。"
+DATABASE_DOWN_REPLY = "421 服务器数据库暂时无法使用，请稍后再登录。"
+LINE_TIMEOUT_REPLY = "421 命令发送过慢：一行命令未在规定时间内发完，连接已关闭。"
 
 ALLOWED = frozenset(
     """
@@ -99,6 +106,7 @@ class CensusHandler(TransferCommands):
     dtp_handler = CensusDTPHandler
     abstracted_fs = CensusFS
     tls_control_required = True
+    line_timeout = 30  # seconds to finish a command line once begun
     tls_data_required = True
     max_login_attempts = 3
     banner = "censusdrop FTPS ready."
@@ -110,6 +118,9 @@ class CensusHandler(TransferCommands):
         self.storage = self.services.storage
         self.encoding = "utf-8"
         self._discarding = False
+        self._paused = False
+        self._line_clock: Any = None  # runs while a command line is incomplete
+        self._cut_off = False
         super().__init__(conn, server, ioloop)
 
     # --- events
@@ -138,7 +149,18 @@ class CensusHandler(TransferCommands):
     def on_disconnect(self) -> None:
         self.audit(events.DISCONNECT)
 
+    def secure_connection(self, ssl_context: Any) -> None:
+        super().secure_connection(ssl_context)
+        # The handshake is timed like a command line: dribbled, it would
+        # otherwise hold the session until the idle timeout.
+        if not self._closed:
+            self._stop_line_clock()
+            self._line_clock = self.ioloop.call_later(
+                self.line_timeout, self._line_too_slow, _errback=self.handle_error
+            )
+
     def handle_ssl_established(self) -> None:
+        self._stop_line_clock()
         sock = self.socket
         self.audit(
             events.TLS,
@@ -150,8 +172,59 @@ class CensusHandler(TransferCommands):
 
     # --- reading commands
 
+    def handle_read(self) -> None:
+        super().handle_read()
+        self._watch_line()
+
+    def _watch_line(self) -> None:
+        """Time a command line from its first byte to its CRLF: the idle
+        timer alone lets a client keep a session by dribbling bytes."""
+        if self._cut_off or self._ssl_accepting:  # a handshake is timed apart
+            return
+        unfinished = bool(self._in_buffer) or self._discarding
+        if unfinished and self._line_clock is None and not self._closed:
+            self._line_clock = self.ioloop.call_later(
+                self.line_timeout, self._line_too_slow, _errback=self.handle_error
+            )
+        elif not unfinished:
+            self._stop_line_clock()
+
+    def _stop_line_clock(self) -> None:
+        if self._line_clock is not None:
+            self._line_clock.cancel()
+            self._line_clock = None
+
+    def _line_too_slow(self) -> None:
+        self._line_clock = None
+        if self._paused:  # not reading now: the client is not to blame
+            self._watch_line()
+            return
+        what = "TLS handshake" if self._ssl_accepting else "command line"
+        logger.warning(
+            "%s refused: %s not finished within %ss",
+            self._prefix(),
+            what,
+            self.line_timeout,
+        )
+        self.audit(
+            events.REFUSED,
+            events.DENIED,
+            details={"rule": "line_timeout", "seconds": self.line_timeout},
+        )
+        if self._ssl_accepting:  # no channel to reply on yet
+            self.close()
+            return
+        self._in_buffer, self._in_buffer_len = [], 0
+        self._cut_off = True  # nothing more is read as a command
+        self.respond(LINE_TIMEOUT_REPLY, logfun=logger.info)
+        self.close_when_done()
+
+    def close(self) -> None:
+        self._stop_line_clock()
+        super().close()
+
     def collect_incoming_data(self, data: bytes) -> None:
-        if self._discarding:
+        if self._discarding or self._cut_off:
             return
         super().collect_incoming_data(data)
         if not self._in_buffer and self._last_response.startswith("500"):
@@ -161,6 +234,9 @@ class CensusHandler(TransferCommands):
     def found_terminator(self) -> None:
         raw = b"".join(self._in_buffer)
         self._in_buffer, self._in_buffer_len = [], 0
+        self._stop_line_clock()
+        if self._cut_off:
+            return
         if self._discarding:
             self._discarding = False
             return
@@ -286,7 +362,10 @@ class CensusHandler(TransferCommands):
             return
         try:
             result = future.result()
-        except Exception:
+        except Exception as exc:
+            if (outage := outage_of(exc)) is not None:
+                self._login_unavailable(outage)
+                return
             logger.exception("%s login check failed", self._prefix())
             result = LoginResult(LoginOutcome.BAD_PASSWORD, None)
         if result.ok and result.account is not None:
@@ -306,6 +385,20 @@ class CensusHandler(TransferCommands):
         self.authorizer = SessionAuthorizer(self.view)
         self.handle_auth_success("/", "", "Login successful.")
         self.audit(events.LOGIN)
+
+    def _login_unavailable(self, reason: str) -> None:
+        # Failures could not be counted, so no guess is allowed either.
+        logger.error(
+            "%s login refused: database unavailable: %s", self._prefix(), reason
+        )
+        self.audit(
+            events.REFUSED,
+            events.DENIED,
+            details={"rule": "database_unavailable", "command": "PASS"},
+        )
+        self.username = ""
+        self.respond(DATABASE_DOWN_REPLY)
+        self.close_when_done()
 
     def _login_failed(self, name: str, result: LoginResult) -> None:
         known = result.account is not None
@@ -414,6 +507,7 @@ def make_handler(services: Services) -> type[CensusHandler]:
         "authorizer": _NoLogin(),
         "ssl_context": services.ssl_context,
         "timeout": server.idle_timeout,
+        "line_timeout": server.line_timeout,
         "banner": server.banner,
         "passive_ports": list(services.settings.passive_port_range()),
         "masquerade_address": server.masquerade_address or None,

@@ -28,7 +28,7 @@ T = TypeVar("T")
 class LoopBridge:
     """A wake-up channel registered in a pyftpdlib IOLoop."""
 
-    def __init__(self, ioloop: Any, workers: int = 4) -> None:
+    def __init__(self, ioloop: Any, workers: int = 4, io_workers: int = 16) -> None:
         self.ioloop = ioloop
         self._reader, self._writer = socket.socketpair()
         self._reader.setblocking(False)
@@ -38,6 +38,12 @@ class LoopBridge:
         self._lock = threading.Lock()
         self._closed = False
         self.executor = ThreadPoolExecutor(workers, thread_name_prefix="censusdrop")
+        # Opening files and committing uploads mostly wait for the disk, so
+        # more of them may wait at once than there are cores; password
+        # checks (CPU and memory) stay on the smaller pool above.
+        self.io_executor = ThreadPoolExecutor(
+            io_workers, thread_name_prefix="censusdrop-io"
+        )
         ioloop.register(self._fileno, self, ioloop.READ)
 
     def post(self, callback: Callable[[], None]) -> None:
@@ -55,9 +61,15 @@ class LoopBridge:
         self,
         work: Callable[[], T],
         then: Callable[[Future[T]], None],
+        *,
+        io: bool = False,
     ) -> None:
-        """Run ``work`` on a worker thread, then ``then(future)`` on the loop."""
-        future = self.executor.submit(work)
+        """Run ``work`` on a worker thread, then ``then(future)`` on the loop.
+
+        ``io`` puts it on the pool for work that mostly waits for the disk.
+        """
+        executor = self.io_executor if io else self.executor
+        future = executor.submit(work)
         future.add_done_callback(lambda done: self.post(lambda: then(done)))
 
     # --- the dispatcher interface the IOLoop calls
@@ -105,3 +117,4 @@ class LoopBridge:
         self._reader.close()
         self._writer.close()
         self.executor.shutdown(wait=True, cancel_futures=False)
+        self.io_executor.shutdown(wait=True, cancel_futures=False)

@@ -1,9 +1,10 @@
 """FTP commands that move file bytes: RETR, STOR/APPE with resume, SIZE.
 
-Every transfer starts only after its audit record is durable; opening and
-resuming files runs on a worker thread; a transfer's end is recorded with
-its bytes, version and SHA-256, and a reviewer's download goes onto the
-custody ledger.
+Every transfer starts only after its audit record is durable; the file is
+opened (a resumed upload checked again) on a worker thread while that
+record is being committed, and no byte moves before both are done; a
+transfer's end is recorded with its bytes, version and SHA-256, and a
+reviewer's download goes onto the custody ledger.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from censusdrop.server.datachannel import NO_SPACE_REPLY
 from censusdrop.server.datachannel import PARTIAL_DAMAGED_REPLY
 from censusdrop.server.datachannel import QUOTA_REPLY
 from censusdrop.server.datachannel import resume_refused_reply
+from censusdrop.server.db import outage_of
 from censusdrop.server.filesystem import CannotResume
 from censusdrop.server.filesystem import Damaged
+from censusdrop.server.filesystem import KeysUnavailable
 from censusdrop.server.filesystem import NoRoom
 from censusdrop.server.filesystem import OverQuota
 from censusdrop.server.storage.store import Download
@@ -38,6 +41,10 @@ from censusdrop.server.storage.store import Upload
 logger = logging.getLogger(__name__)
 
 AUDIT_DOWN_REPLY = "451 审计日志暂时无法记录，为安全起见本次传输被拒绝，请稍后重试。"
+DATABASE_DOWN_REPLY = "451 服务器数据库暂时无法使用，本次传输未进行，请稍后重试。"
+KEYS_DOWN_REPLY = (
+    "451 服务器加密密钥暂时无法读取，本次传输未进行，已记录并通知管理员，请稍后重试。"
+)
 
 
 class TransferCommands(TLS_FTPHandler):  # type: ignore[misc]
@@ -46,9 +53,7 @@ class TransferCommands(TLS_FTPHandler):  # type: ignore[misc]
     _restart_position: int  # pyftpdlib's, declared for the type checker
 
     def ftp_RETR(self, file: str) -> None:
-        self._after_durable(
-            events.DOWNLOAD_START, file, lambda: self._open_then(file, "rb", 0)
-        )
+        self._start(events.DOWNLOAD_START, file, "rb", 0)
 
     def ftp_STOR(self, file: str, mode: str = "w") -> None:
         rest, self._restart_position = self._restart_position, 0
@@ -57,9 +62,8 @@ class TransferCommands(TLS_FTPHandler):  # type: ignore[misc]
         # Opened on a worker thread like downloads: a new upload reads the
         # index and the quota, and pyftpdlib would answer any refusal 550.
         opening = "ab" if "a" in mode else "r+b" if rest else "wb"
-        then = functools.partial(self._open_then, file, opening, rest)
         details = {"resume_at": rest} if rest else {}
-        self._after_durable(events.UPLOAD_START, file, then, details)
+        self._start(events.UPLOAD_START, file, opening, rest, details)
 
     def ftp_SIZE(self, path: str) -> None:
         # While this account has an interrupted upload of the path, SIZE
@@ -95,14 +99,46 @@ class TransferCommands(TLS_FTPHandler):  # type: ignore[misc]
         self.respond(resume_refused_reply(rest, offset))
         return False
 
-    def _open_then(self, file: str, mode: str, rest: int) -> None:
-        """Open on a worker thread (authentication and hashing take time),
-        then start the transfer on the loop."""
+    def _start(
+        self,
+        action: str,
+        file: str,
+        mode: str,
+        rest: int,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Commit the transfer's start record and, meanwhile, open the file
+        on a worker thread (authentication and hashing take time); the
+        transfer starts on the loop once both are done, so no byte moves
+        before the record is durable."""
+        event = self._event(action, events.OK, path=file, details=details or {})
         self._pause()
-        self.services.bridge.run(
-            lambda: self.fs.prepare(file, mode, rest),
-            lambda future: self._opened(file, mode, rest, future),
+        start = _TransferStart(functools.partial(self._ready, file, mode, rest))
+        bridge = self.services.bridge
+        self.services.audit.submit_durable(
+            event, lambda error: bridge.post(lambda: start.recorded(error))
         )
+        bridge.run(lambda: self.fs.prepare(file, mode, rest), start.opened, io=True)
+
+    def _ready(
+        self,
+        file: str,
+        mode: str,
+        rest: int,
+        error: BaseException | None,
+        opened: Future[Any],
+    ) -> None:
+        if error is None:
+            self._opened(file, mode, rest, opened)
+            return
+        if opened.exception() is None:
+            opened.result().close()  # a resumed upload goes back to waiting
+        if not self._resume():
+            return
+        logger.error(
+            "%s transfer refused: audit unavailable: %s", self._prefix(), error
+        )
+        self.respond(AUDIT_DOWN_REPLY)
 
     def _opened(self, file: str, mode: str, rest: int, future: Future[Any]) -> None:
         if not self._resume():
@@ -131,8 +167,15 @@ class TransferCommands(TLS_FTPHandler):  # type: ignore[misc]
             reply = NO_SPACE_REPLY
         elif isinstance(exc, OverQuota):
             reply = QUOTA_REPLY
+        elif isinstance(exc, KeysUnavailable):
+            reply = self._keys_unavailable(file, exc)
         elif isinstance(exc, OSError | FilesystemError):
             reply = f"550 {strerror(exc)}."
+        elif (outage := outage_of(exc)) is not None:
+            logger.error(
+                "%s transfer refused: database unavailable: %s", self._prefix(), outage
+            )
+            reply = DATABASE_DOWN_REPLY
         else:
             logger.error("%s open failed", self._prefix(), exc_info=exc)
             reply = "451 服务器内部错误，请稍后重试。"
@@ -147,33 +190,21 @@ class TransferCommands(TLS_FTPHandler):  # type: ignore[misc]
             },
         )
 
-    def _after_durable(
-        self,
-        action: str,
-        path: str,
-        then: Callable[[], None],
-        details: dict[str, Any] | None = None,
-    ) -> None:
-        event = self._event(action, events.OK, path=path, details=details or {})
-        self._pause()
-
-        def recorded(error: BaseException | None) -> None:
-            self.services.bridge.post(lambda: self._durable_done(error, then))
-
-        self.services.audit.submit_durable(event, recorded)
-
-    def _durable_done(
-        self, error: BaseException | None, then: Callable[[], None]
-    ) -> None:
-        if not self._resume():
-            return
-        if error is not None:
-            logger.error(
-                "%s transfer refused: audit unavailable: %s", self._prefix(), error
-            )
-            self.respond(AUDIT_DOWN_REPLY)
-            return
-        then()
+    def _keys_unavailable(self, path: str, exc: KeysUnavailable) -> str:
+        """Log and record a key file that failed; the reply to give."""
+        logger.error(
+            "%s transfer refused: encryption key unavailable: %s path=%s",
+            self._prefix(),
+            exc.__cause__,
+            names.escape_for_log(path),
+        )
+        self.audit(
+            events.INTEGRITY,
+            events.FAILED,
+            path=path,
+            details={"error": str(exc.__cause__), "rule": "key_unavailable"},
+        )
+        return KEYS_DOWN_REPLY
 
     def log_transfer(
         self,
@@ -235,3 +266,27 @@ class TransferCommands(TLS_FTPHandler):  # type: ignore[misc]
         record_off_loop(self.services.custody, item, self.services.bridge)
 
     # --- logging and the audit trail of commands
+
+
+class _TransferStart:
+    """Joins a transfer's durable start record and its opening, both
+    reported on the loop thread, and calls ``ready`` once with both."""
+
+    def __init__(
+        self, ready: Callable[[BaseException | None, Future[Any]], None]
+    ) -> None:
+        self._ready = ready
+        self._recorded: list[BaseException | None] = []
+        self._opened: Future[Any] | None = None
+
+    def recorded(self, error: BaseException | None) -> None:
+        self._recorded.append(error)
+        self._maybe_ready()
+
+    def opened(self, future: Future[Any]) -> None:
+        self._opened = future
+        self._maybe_ready()
+
+    def _maybe_ready(self) -> None:
+        if self._recorded and self._opened is not None:
+            self._ready(self._recorded[0], self._opened)

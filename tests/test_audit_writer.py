@@ -249,9 +249,15 @@ def test_a_full_queue_drops_with_an_error_and_the_loss_goes_on_record(
     try:
         for number in range(50):
             writer.emit(AuditEvent(ev.LIST, path=f"/lost-{number}"))
+        # The database appears whole, tables and all, so the writer's retries
+        # never race with the creation of its tables.
+        ready = tmp_path / "ready"
+        ready.mkdir()
+        prepared = sa.create_engine(f"sqlite:///{ready / 'audit.db'}")
+        metadata.create_all(prepared)
+        prepared.dispose()
         blocker.unlink()
-        blocker.mkdir()
-        metadata.create_all(engine)
+        ready.rename(blocker)
         assert writer.flush(10)
     finally:
         writer.close()
