@@ -21,6 +21,7 @@ from censusdrop.cli.context import now
 from censusdrop.cli.context import operator
 from censusdrop.cli.context import print_json
 from censusdrop.cli.context import print_table
+from censusdrop.cli.round_archive import COMMANDS as END_OF_ROUND_COMMANDS
 from censusdrop.cli.round_output import as_json_time
 from censusdrop.cli.round_output import print_status
 from censusdrop.cli.round_output import report_meeting
@@ -323,3 +324,7 @@ def advance(
             reason=reason,
         )
     click.echo(f"{moved.round}: {moved.prefecture} {moved.before} -> {moved.after}")
+
+
+for _command in END_OF_ROUND_COMMANDS:
+    round_group.add_command(_command)

@@ -18,6 +18,7 @@ import builtins
 import dataclasses
 import datetime as dt
 import re
+from collections.abc import Callable
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -25,6 +26,7 @@ import sqlalchemy as sa
 from censusdrop.audit import events
 from censusdrop.audit.events import AuditEvent
 from censusdrop.audit.events import AuditSink
+from censusdrop.audit.locking import read_connection
 from censusdrop.config.prefectures import PrefectureList
 from censusdrop.server import roundmodel as rm
 from censusdrop.server.roundmodel import Entry
@@ -72,11 +74,19 @@ class RoundStore:
     """Rounds on the database. Safe to share between threads."""
 
     def __init__(
-        self, engine: sa.Engine, prefectures: PrefectureList, audit: AuditSink
+        self,
+        engine: sa.Engine,
+        prefectures: PrefectureList,
+        audit: AuditSink,
+        *,
+        on_create: Callable[[Round, dt.datetime], object] | None = None,
     ) -> None:
         self.engine = engine
         self.prefectures = prefectures
         self.audit = audit
+        # Called with each new round (its key and re-keying: see
+        # censusdrop.server.archive.keys).
+        self.on_create = on_create
 
     # --- rounds
 
@@ -112,7 +122,10 @@ class RoundStore:
                     for code in dict.fromkeys(codes)
                 ],
             )
-        return self.get(name)
+        created = self.get(name)
+        if self.on_create is not None:
+            self.on_create(created, at)
+        return created
 
     def get(self, name: str) -> Round:
         for round_ in self.list():
@@ -122,7 +135,7 @@ class RoundStore:
 
     def list(self) -> builtins.list[Round]:
         """Every round, oldest first."""
-        with self.engine.connect() as conn:
+        with read_connection(self.engine) as conn:
             round_rows = conn.execute(rounds.select().order_by(rounds.c.id)).all()
             entry_rows = conn.execute(
                 round_prefectures.select().order_by(round_prefectures.c.prefecture)
@@ -244,6 +257,35 @@ class RoundStore:
         target = rm.PREREVIEWED if passed else rm.RETURNED
         return self._follow(prefecture, target, at, actor="validator")
 
+    def archive(
+        self, name: str, *, at: dt.datetime, actor: str, forced_reason: str | None
+    ) -> builtins.list[Transition]:
+        """Move every prefecture of the round to ``archived``. One not yet
+        ``passed`` is refused, unless ``forced_reason`` says why (recorded
+        with its transition)."""
+        round_ = self.get(name)
+        pending = [
+            e.prefecture
+            for e in round_.entries
+            if e.state not in (rm.PASSED, rm.ARCHIVED)
+        ]
+        if pending and forced_reason is None:
+            raise RoundError(
+                f"not passed yet: {', '.join(pending)}; "
+                "give --force with --reason to archive anyway"
+            )
+        moved = []
+        for entry in round_.entries:
+            if entry.state == rm.ARCHIVED:
+                continue
+            details: dict[str, object] = {}
+            if entry.state != rm.PASSED:
+                details = {"forced": True, "reason": forced_reason}
+            moved.append(
+                self._move(round_, entry, rm.ARCHIVED, at, actor=actor, **details)
+            )
+        return moved
+
     # --- reading
 
     def status(self, at: dt.datetime) -> builtins.list[RoundStatus]:
@@ -274,7 +316,8 @@ class RoundStore:
         actor: str,
         **details: object,
     ) -> Transition:
-        rm.check_transition(entry.prefecture, entry.state, target)
+        if not details.get("forced"):
+            rm.check_transition(entry.prefecture, entry.state, target)
         with self.engine.begin() as conn:
             changed = conn.execute(
                 _entry_update(round_.id, entry.prefecture)

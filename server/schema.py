@@ -1,5 +1,6 @@
 """The server's tables (accounts, assignments, login throttling, file versions,
-pre-review reports, acceptance rounds, revocations, the custody ledger).
+pre-review reports, acceptance rounds, revocations, the custody ledger,
+round archives and purges).
 
 The audit trail keeps its own tables in ``censusdrop.audit.schema``; Alembic
 migrates both together (see ``censusdrop.server.db``).
@@ -106,7 +107,9 @@ file_versions = sa.Table(
     sa.Column("state", sa.String(12), nullable=False),
     sa.Column("blob", sa.Text, nullable=False),
     sa.UniqueConstraint("area", "path", "number", name="uq_file_versions_number"),
-    sa.CheckConstraint("state IN ('current', 'superseded', 'deleted')", name="state"),
+    sa.CheckConstraint(
+        "state IN ('current', 'superseded', 'deleted', 'purged')", name="state"
+    ),
 )
 sa.Index("ix_file_versions_area_path", file_versions.c.area, file_versions.c.path)
 
@@ -223,4 +226,48 @@ sa.Index(
     "ix_custody_items_reviewer",
     custody_items.c.reviewer,
     custody_items.c.confirmation_id,
+)
+
+# Archives of a round (censusdrop.server.archive): where one was written,
+# the SHA-256 of its signed manifest, and when it was last verified.
+round_archives = sa.Table(
+    "round_archives",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "round_id",
+        sa.Integer,
+        sa.ForeignKey("rounds.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("manifest_sha256", sa.String(64), nullable=False),
+    sa.Column("content_sha256", sa.String(64), nullable=False),
+    sa.Column("files", sa.Integer, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("operator", sa.String(64), nullable=False),
+    sa.Column("forced_reason", sa.Text, nullable=True),
+    sa.Column("verified_at", UTCDateTime(), nullable=True),
+)
+sa.Index("ix_round_archives_round_id", round_archives.c.round_id)
+
+# A round whose material was destroyed (censusdrop.server.purge): one row,
+# written after its key was destroyed and its files removed.
+round_purges = sa.Table(
+    "round_purges",
+    metadata,
+    sa.Column(
+        "round_id",
+        sa.Integer,
+        sa.ForeignKey("rounds.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("purged_at", UTCDateTime(), nullable=False),
+    sa.Column("operator", sa.String(64), nullable=False),
+    sa.Column("key_name", sa.String(64), nullable=False),
+    sa.Column("archive_id", sa.Integer, nullable=True),
+    sa.Column("forced_reason", sa.Text, nullable=True),
+    sa.Column("versions", sa.Integer, nullable=False),
+    sa.Column("files_removed", sa.Integer, nullable=False),
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import functools
 from typing import Any
 
@@ -18,6 +19,7 @@ from censusdrop.server.clock import SystemClock
 from censusdrop.server.custody import CustodyLedger
 from censusdrop.server.policy import AccessPolicy
 from censusdrop.server.revocations import RevocationStore
+from censusdrop.server.roundmodel import Round
 from censusdrop.server.rounds import RoundStore
 from censusdrop.server.storage.store import Storage
 
@@ -40,7 +42,9 @@ class Services:
 
     @functools.cached_property
     def rounds(self) -> RoundStore:
-        return RoundStore(self.engine, self.prefectures, self.audit)
+        return RoundStore(
+            self.engine, self.prefectures, self.audit, on_create=self._adopt_round
+        )
 
     @functools.cached_property
     def revocations(self) -> RevocationStore:
@@ -53,3 +57,9 @@ class Services:
     @functools.cached_property
     def custody(self) -> CustodyLedger:
         return CustodyLedger(self.engine, self.storage, self.rounds, self.revocations)
+
+    def _adopt_round(self, round_: Round, at: dt.datetime) -> None:
+        # Imported here: the archive package builds on these services' parts.
+        from censusdrop.server.archive.keys import adopt_round
+
+        adopt_round(self.storage, self.audit, round_, at=at)

@@ -78,7 +78,10 @@ class EncryptingWriter:
     once. Options:
 
     - ``chunk_size`` (65536): plaintext bytes per chunk; the memory held
-      is about one chunk.
+      is about one chunk;
+    - ``file_id`` (random): the id to put in the header; given only when a
+      file is re-encrypted under another round key and must keep its id
+      (a fresh secret is drawn all the same, so no key and nonce repeat).
 
     :meth:`finish` writes the last chunk and flushes ``raw``; the caller
     fsyncs, closes and publishes it. After an exception from ``write`` or
@@ -93,13 +96,17 @@ class EncryptingWriter:
         round_name: str,
         *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        file_id: bytes | None = None,
     ) -> None:
         validate_round_name(round_name)
         if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
             raise ValueError(
                 f"chunk_size must be within {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE}"
             )
-        file_id = secrets.token_bytes(FILE_ID_SIZE)
+        if file_id is None:
+            file_id = secrets.token_bytes(FILE_ID_SIZE)
+        elif len(file_id) != FILE_ID_SIZE:
+            raise ValueError(f"file_id must be {FILE_ID_SIZE} bytes")
         secret = secrets.token_bytes(FILE_SECRET_SIZE)
         draft = Header(chunk_size, file_id, round_name, b"")
         wrapped = keyring.wrap_file_key(round_name, secret, draft.wrapped_aad)
