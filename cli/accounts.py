@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from typing import Any
 
@@ -16,25 +17,59 @@ from censusdrop.cli.context import operator
 from censusdrop.cli.context import print_json
 from censusdrop.cli.context import print_table
 from censusdrop.config.prefectures import PrefectureError
+from censusdrop.config.settings import Settings
 from censusdrop.server.accounts import Account
 from censusdrop.server.accounts import AccountError
 from censusdrop.server.app import StartupError
+from censusdrop.server.app import master_key_from_env
 from censusdrop.server.app import open_services
+from censusdrop.server.keykeeper import KeyKeeper
 from censusdrop.server.passwords import PasswordError
 from censusdrop.server.passwords import generate_password
+from censusdrop.server.privileges import PrivilegeError
+from censusdrop.server.privileges import RunAs
+from censusdrop.server.privileges import drop_privileges
+from censusdrop.server.privileges import run_as_of
+from censusdrop.server.privileges import share_round_keys
 from censusdrop.server.services import Services
 
 pass_app = click.make_pass_decorator(AppContext)
 
 
 class AdminSession:
-    """Services for one administrative command, with its audit trail."""
+    """Services for one administrative command, with its audit trail.
 
-    def __init__(self, app: AppContext) -> None:
+    With ``server.user`` set, the command must be started as root: it
+    opens the keyring and the audit signing key as root, then becomes that
+    user exactly as the server does, so that what it writes into the data
+    root and the database is the run user's. A root child (``KeyKeeper``)
+    makes and destroys round keys for it. ``keep_root`` is for the few
+    commands that rewrite root's own files (``keys rotate``).
+    """
+
+    def __init__(self, app: AppContext, *, keep_root: bool = False) -> None:
+        settings = app.settings
+        run_as = _run_as(settings)
+        self._keeper: KeyKeeper | None = None
         try:
-            self.services: Services = open_services(app.settings, with_tls=False)
-        except StartupError as exc:
+            if run_as is not None:
+                share_round_keys(settings, run_as)
+            if run_as is not None and not keep_root:
+                self._keeper = KeyKeeper.start(
+                    settings.path(settings.storage.keys_dir), master_key_from_env()
+                )
+            self.services: Services = open_services(
+                settings, with_tls=False, check_database=self._keeper is None
+            )
+        except (StartupError, PrivilegeError, OSError) as exc:
+            self._end_keeper()
             raise click.ClickException(str(exc)) from exc
+        if run_as is not None and self._keeper is not None:
+            try:
+                drop_privileges(self.services, run_as, self._keeper)
+            except PrivilegeError as exc:
+                self.__exit__(None, None, None)
+                raise click.ClickException(str(exc)) from exc
 
     def __enter__(self) -> Services:
         return self.services
@@ -42,8 +77,29 @@ class AdminSession:
     def __exit__(self, kind: Any, error: Any, trace: Any) -> None:
         self.services.audit.close()  # type: ignore[attr-defined]
         self.services.engine.dispose()
+        self._end_keeper()
         if isinstance(error, AccountError | PrefectureError | PasswordError):
             raise click.ClickException(str(error)) from error
+
+    def _end_keeper(self) -> None:
+        if self._keeper is not None:
+            self._keeper.close()
+            self._keeper = None
+
+
+def _run_as(settings: Settings) -> RunAs | None:
+    """The configured run user; one clear line when this process is
+    neither root nor able to work without root."""
+    try:
+        run_as = run_as_of(settings)
+    except PrivilegeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if run_as is not None and os.geteuid() != 0:
+        raise click.ClickException(
+            f"server.user is {run_as.user}: run censusdrop commands as root;"
+            f" they read the keys as root, then work as {run_as.user}"
+        )
+    return run_as
 
 
 def record(services: Services, act: str, target: str, **details: Any) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -20,22 +22,30 @@ from censusdrop.cli.custody import reinstate
 from censusdrop.cli.custody import revoke
 from censusdrop.cli.files import files_group
 from censusdrop.cli.files import import_command
+from censusdrop.cli.keys import keys_group
 from censusdrop.cli.rounds import round_group
 from censusdrop.cli.validate import status_command
 from censusdrop.cli.validate import validate_command
 from censusdrop.config.prefectures import PrefectureError
 from censusdrop.config.settings import CONFIG_NAME
 from censusdrop.config.settings import ConfigError
+from censusdrop.config.settings import Settings
 from censusdrop.server.accounts import AccountError
 from censusdrop.server.app import CensusServer
 from censusdrop.server.app import StartupError
 from censusdrop.server.app import open_services
 from censusdrop.server.bootstrap import InitError
+from censusdrop.server.bootstrap import deployment_config
 from censusdrop.server.bootstrap import init_instance
 from censusdrop.server.db import DatabaseError
 from censusdrop.server.db import make_engine
 from censusdrop.server.db import migrate
 from censusdrop.server.passwords import generate_password
+from censusdrop.server.privileges import PrivilegeError
+from censusdrop.server.privileges import RunAs
+from censusdrop.server.privileges import hand_over_state
+from censusdrop.server.privileges import look_up
+from censusdrop.server.privileges import share_round_keys
 from censusdrop.server.tls import TLSConfigError
 from censusdrop.server.tls import fingerprint
 
@@ -59,19 +69,40 @@ def cli(ctx: click.Context, config: str | None) -> None:
 
 @cli.command()
 @click.argument("folder", type=click.Path(path_type=Path), default=".")
-def init(folder: Path) -> None:
+@click.option(
+    "--user",
+    help="Set up for serving as this system user (server.user); needs --state.",
+)
+@click.option(
+    "--state",
+    type=click.Path(path_type=Path),
+    help="Absolute folder for the user's database and data root.",
+)
+def init(folder: Path, user: str | None, state: Path | None) -> None:
     """Create a working instance: config, keys, certificate, database.
+
+    With --user (as root), FOLDER keeps the configuration and keys for root
+    alone, and the SQLite database and data root go in --state, owned by
+    that user, which the server becomes after binding its ports.
 
     \b
     Example:
       censusdrop init /srv/censusdrop
       censusdrop --config /srv/censusdrop/censusdrop.toml serve
+      censusdrop init /etc/censusdrop --user censusdrop --state /var/lib/censusdrop
     """
+    run_as = _init_run_as(user, state)
     try:
-        settings = init_instance(folder, at=now())
+        text = None if state is None else deployment_config(user or "", state)
+        settings = init_instance(folder, at=now(), config_text=text)
+        if run_as is not None:
+            hand_over_state(settings, run_as)
+            share_round_keys(settings, run_as)
     except (InitError, ConfigError, DatabaseError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     cert = settings.path(settings.tls.certificate)
+    if run_as is not None:
+        click.echo(f"database and data root in {state}, owned by {run_as.user}")
     click.echo(f"created {folder / CONFIG_NAME}")
     click.echo(f"certificate SHA-256 fingerprint: {fingerprint(cert)}")
     click.echo(
@@ -85,30 +116,83 @@ def init(folder: Path) -> None:
     "--port", type=int, help="Listen port for this run (overrides server.port)."
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log every FTP command (DEBUG).")
+@click.option(
+    "--user",
+    help="Started as root: become this user after binding (overrides server.user).",
+)
+@click.option("--group", help="Its group (overrides server.group).")
 @click.pass_obj
-def serve(app: AppContext, host: str | None, port: int | None, verbose: bool) -> None:
+def serve(
+    app: AppContext,
+    host: str | None,
+    port: int | None,
+    verbose: bool,
+    user: str | None,
+    group: str | None,
+) -> None:
     """Run the FTPS server until SIGINT or SIGTERM.
 
     \b
     Example:
       censusdrop --config /srv/censusdrop/censusdrop.toml serve --port 2121
+      censusdrop --config /etc/censusdrop/censusdrop.toml serve --user censusdrop
     """
-    run_server(app, host, port, verbose)
+    run_server(app, host, port, verbose, user=user, group=group)
 
 
 def run_server(
-    app: AppContext, host: str | None, port: int | None, verbose: bool
+    app: AppContext,
+    host: str | None,
+    port: int | None,
+    verbose: bool,
+    *,
+    user: str | None = None,
+    group: str | None = None,
 ) -> None:
     configure_logging(verbose)
+    settings = _run_as_settings(app.settings, user, group)
+    # Read now: a server that drops privileges may not read it later.
+    print_fp = _fingerprint(settings)
     try:
-        services = open_services(app.settings)
+        # A server that drops privileges checks the database as its user.
+        services = open_services(settings, check_database=not settings.server.user)
         server = CensusServer(services, host=host, port=port)
     except StartupError as exc:
         raise click.ClickException(str(exc)) from exc
     # Handlers first: whoever reads the announcement may signal at once.
     install_signal_handlers(server)
-    announce(server, app)
+    announce(server, app, print_fp)
     server.serve()
+
+
+def _init_run_as(user: str | None, state: Path | None) -> RunAs | None:
+    if user is None and state is None:
+        return None
+    if user is None or state is None or not state.is_absolute():
+        raise click.ClickException("--user and --state (an absolute path) go together")
+    if os.geteuid() != 0:
+        raise click.ClickException("--user: run init as root to set up ownership")
+    try:
+        run_as = look_up(user)
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except (PrivilegeError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    return run_as
+
+
+def _run_as_settings(
+    settings: Settings, user: str | None, group: str | None
+) -> Settings:
+    if user is None and group is None:
+        return settings
+    server = dataclasses.replace(
+        settings.server,
+        user=settings.server.user if user is None else user,
+        group=settings.server.group if group is None else group,
+    )
+    if server.group and not server.user:
+        raise click.ClickException("--group: only used with --user or server.user")
+    return dataclasses.replace(settings, server=server)
 
 
 @cli.command()
@@ -171,20 +255,25 @@ def db_upgrade(app: AppContext) -> None:
     click.echo("database schema is up to date")
 
 
-def announce(server: CensusServer, app: AppContext) -> None:
+def announce(server: CensusServer, app: AppContext, print_fp: str) -> None:
     host, port = server.address
     settings = app.settings
     click.echo(f"censusdrop listening on {host}:{port} (explicit FTPS, AUTH TLS)")
     implicit = server.implicit_address
     if implicit:
         click.echo(f"implicit FTPS on {implicit[0]}:{implicit[1]}")
-    try:
-        print_fp = fingerprint(settings.path(settings.tls.certificate))
-    except TLSConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
+    if server.run_as is not None:
+        click.echo(f"running as {server.run_as}")
     click.echo(f"certificate SHA-256 fingerprint: {print_fp}")
     click.echo(f"passive ports {settings.server.passive_ports}; stop with Ctrl-C")
     sys.stdout.flush()
+
+
+def _fingerprint(settings: Settings) -> str:
+    try:
+        return fingerprint(settings.path(settings.tls.certificate))
+    except TLSConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def install_signal_handlers(server: CensusServer) -> None:
@@ -223,6 +312,7 @@ cli.add_command(round_group)
 cli.add_command(custody_group)
 cli.add_command(validate_command)
 cli.add_command(status_command)
+cli.add_command(keys_group)
 _register_optional_groups()
 
 

@@ -43,9 +43,12 @@ class ServerSettings:
     max_connections: int = 256
     max_connections_per_ip: int = 16
     idle_timeout: int = 300
+    line_timeout: int = 30
     data_timeout: int = 120
     banner: str = "censusdrop FTPS ready."
     tls_session_reuse_required: bool = True
+    user: str = ""
+    group: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,7 +298,14 @@ def _check(settings: Settings) -> None:
                 " is not an IP address"
             ) from None
     parse_port_range(server.passive_ports)
-    for key in ("max_connections", "max_connections_per_ip", "idle_timeout"):
+    if server.group and not server.user:
+        raise ConfigError("server.group: only used with server.user; set both")
+    for key in (
+        "max_connections",
+        "max_connections_per_ip",
+        "idle_timeout",
+        "line_timeout",
+    ):
         if getattr(server, key) < 1:
             raise ConfigError(f"server.{key}: must be at least 1")
     tls = settings.tls

@@ -30,19 +30,27 @@ from censusdrop.config.settings import ConfigError
 from censusdrop.config.settings import Settings
 from censusdrop.server.accounts import AccountStore
 from censusdrop.server.accounts import LockoutPolicy
+from censusdrop.server.archive.keys import RoundKeyResolver
 from censusdrop.server.db import DatabaseError
 from censusdrop.server.db import check_schema
 from censusdrop.server.db import make_engine
 from censusdrop.server.guard import AccessGuard
 from censusdrop.server.handler import CensusHandler
 from censusdrop.server.handler import make_handler
+from censusdrop.server.keykeeper import DroppableKeyring
 from censusdrop.server.loop import LoopBridge
 from censusdrop.server.passwords import Argon2Cost
 from censusdrop.server.passwords import PasswordHasher
 from censusdrop.server.prereview import PrereviewService
+from censusdrop.server.privileges import PrivilegeError
+from censusdrop.server.privileges import RunAs
+from censusdrop.server.privileges import acting_as
+from censusdrop.server.privileges import drop_privileges
+from censusdrop.server.privileges import run_as_of
+from censusdrop.server.privileges import warn_if_open
 from censusdrop.server.services import Services
+from censusdrop.server.storage.errors import KeyFileError
 from censusdrop.server.storage.errors import StorageError
-from censusdrop.server.storage.keyring import Keyring
 from censusdrop.server.storage.store import Quota
 from censusdrop.server.storage.store import Storage
 from censusdrop.server.tls import TLSConfigError
@@ -78,13 +86,21 @@ def password_hasher(settings: Settings) -> PasswordHasher:
     )
 
 
-def open_services(settings: Settings, *, with_tls: bool = True) -> Services:
-    """Every part the server needs; ``StartupError`` if one is unusable."""
+def open_services(
+    settings: Settings, *, with_tls: bool = True, check_database: bool = True
+) -> Services:
+    """Every part the server needs; ``StartupError`` if one is unusable.
+
+    ``check_database=False`` leaves the database untouched, for a server
+    that drops privileges first and checks it as its run user.
+    """
     try:
         engine = make_engine(settings.database_url)
-        check_schema(engine)
+        if check_database:
+            check_schema(engine)
         prefectures = load_prefectures(settings.reference.prefectures)
-        keyring = Keyring.open(
+        # A plain Keyring until a privilege drop (privileges.py).
+        keyring = DroppableKeyring.open(
             settings.path(settings.storage.keys_dir), master_key_from_env()
         )
         context = (
@@ -117,6 +133,7 @@ def open_services(settings: Settings, *, with_tls: bool = True) -> Services:
         settings.path(settings.storage.data_root),
         keyring,
         engine,
+        key_resolver=RoundKeyResolver(engine),
         partial_lifetime=_minutes(round(settings.storage.partial_hours * 60)),
         quota=Quota(
             bytes=settings.storage.area_quota_mib * 1024 * 1024,
@@ -146,6 +163,16 @@ class CensusServer:
     ) -> None:
         self.services = services
         server = services.settings.server
+        try:
+            wanted = run_as_of(services.settings)
+        except PrivilegeError as exc:
+            raise StartupError(str(exc)) from exc
+        try:  # a key file that cannot be used stops start-up, named
+            _check_keys(services.storage, wanted)
+        except StorageError as exc:
+            raise StartupError(f"storage.keys_dir: {exc}") from exc
+        except OSError as exc:
+            raise StartupError(f"storage.data_root: {exc}") from exc
         try:  # first: nothing to undo when the checklist is unusable
             self.prereview = PrereviewService.from_services(services)
         except ChecklistError as exc:
@@ -171,6 +198,8 @@ class CensusServer:
         for listener in self.listeners:
             listener.max_cons = server.max_connections
             listener.max_cons_per_ip = server.max_connections_per_ip
+        # Ports are bound and keys read: root is no longer needed.
+        self.run_as = self._drop_privileges(wanted)
         swept = services.storage.prepare()
         logger.info("storage ready swept=%d", swept)
         # Expire interrupted uploads and finish what a crash left in staging.
@@ -192,6 +221,18 @@ class CensusServer:
                 f"server.host: cannot listen on {host}:{port}: {exc.strerror}"
             ) from exc
         return FTPServer(sock, handler, ioloop=self.ioloop)
+
+    def _drop_privileges(self, run_as: RunAs | None) -> RunAs | None:
+        try:
+            if run_as is None:
+                warn_if_open(self.services)
+            else:
+                drop_privileges(self.services, run_as)
+        except PrivilegeError as exc:
+            for listener in self.listeners:
+                listener.close()
+            raise StartupError(str(exc)) from exc
+        return run_as
 
     @property
     def address(self) -> tuple[str, int]:
@@ -251,6 +292,40 @@ class ImplicitTLSMixin:
         super().handle_ssl_established()  # type: ignore[misc]
         self._pbsz = True
         self.respond(f"220 {self.banner}")
+
+
+def _check_keys(storage: Storage, run_as: RunAs | None) -> None:
+    """Every round key file must be usable, and the default one must not
+    vanish once files are stored: start-up would make a new one, and every
+    file under the lost key would stay unreadable.
+
+    The data root is looked at as the user who owns it (``run_as``, when
+    the server drops to it), and a folder that cannot be read is an error,
+    never taken for an empty one."""
+    keyring = storage.keyring
+    keyring.verify()
+    if keyring.has_round_key(storage.key_name):
+        return
+    with acting_as(run_as):
+        stored = _holds_files(storage.layout.root / "areas")
+    if stored:
+        path = keyring.keys_dir / "rounds" / f"{storage.key_name}.key"
+        raise KeyFileError(
+            f"{path} is missing although files are stored; restore the"
+            " keys folder from its backup (a new key would not read them)"
+        )
+
+
+def _holds_files(folder: os.PathLike[str]) -> bool:
+    for _folder, _dirs, files in os.walk(folder, onerror=_unless_missing):
+        if files:
+            return True
+    return False
+
+
+def _unless_missing(error: OSError) -> None:
+    if not isinstance(error, FileNotFoundError):
+        raise error
 
 
 def _signing_key(settings: Settings) -> Any:

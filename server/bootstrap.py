@@ -16,6 +16,8 @@ from censusdrop.server.storage.keyring import Keyring
 from censusdrop.server.tls import create_self_signed
 from censusdrop.server.tls import default_hostname
 
+DEFAULT_ROUND_KEY = "default"  # the round key of files outside any round
+
 
 class InitError(Exception):
     """The instance cannot be created where asked."""
@@ -24,6 +26,21 @@ class InitError(Exception):
 def example_config() -> str:
     resource = resources.files("censusdrop.config") / "data" / "censusdrop.example.toml"
     return resource.read_text(encoding="utf-8")
+
+
+def deployment_config(user: str, state: Path) -> str:
+    """The example configuration for a server that becomes ``user`` and
+    keeps its SQLite database and data root in ``state`` (absolute)."""
+    text = example_config()
+    for old, new in (
+        ('user = ""', f'user = "{user}"'),
+        ('url = "sqlite:///censusdrop.db"', f'url = "sqlite:///{state}/censusdrop.db"'),
+        ('data_root = "data"', f'data_root = "{state}/data"'),
+    ):
+        if text.count(old) != 1:
+            raise InitError(f"the example configuration has no single {old!r}")
+        text = text.replace(old, new)
+    return text
 
 
 def init_instance(
@@ -45,7 +62,9 @@ def create_missing_parts(settings: Settings, *, at: dt.datetime) -> None:
     """Keys, certificate, schema and data root, each only if absent."""
     keys = settings.path(settings.storage.keys_dir)
     if not (keys / "master.key").exists():
-        Keyring.create(keys, master_key=master_key_from_env())
+        keyring = Keyring.create(keys, master_key=master_key_from_env())
+        # Made now, so a server whose keys folder is read-only can start.
+        keyring.ensure_round_key(DEFAULT_ROUND_KEY)
     cert = settings.path(settings.tls.certificate)
     key = settings.path(settings.tls.private_key)
     if not cert.exists() and not key.exists():
@@ -58,16 +77,24 @@ def create_missing_parts(settings: Settings, *, at: dt.datetime) -> None:
     engine = make_engine(settings.database_url)
     try:
         migrate(engine)
+        _close_sqlite_file(engine.url.get_backend_name(), engine.url.database)
     finally:
         engine.dispose()
     data = settings.path(settings.storage.data_root)
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
 
 
+def _close_sqlite_file(backend: str, database: str | None) -> None:
+    """An SQLite database is readable by its owner only (journals follow)."""
+    if backend == "sqlite" and database and database != ":memory:":
+        Path(database).chmod(0o600)
+
+
 __all__ = [
     "InitError",
     "Path",
     "create_missing_parts",
+    "deployment_config",
     "example_config",
     "init_instance",
 ]

@@ -421,11 +421,11 @@ def crash_at_write(monkeypatch: pytest.MonkeyPatch, allowed: int) -> None:
     real = keyfiles.write_atomic
     calls = {"count": 0}
 
-    def write_atomic(path: Path, data: bytes, *, shred_replaced: bool = False) -> None:
+    def write_atomic(path: Path, data: bytes, **options: bool) -> None:
         if calls["count"] == allowed:
             raise Crash(path.name)
         calls["count"] += 1
-        real(path, data, shred_replaced=shred_replaced)
+        real(path, data, **options)
 
     monkeypatch.setattr(keyfiles, "write_atomic", write_atomic)
 

@@ -8,7 +8,11 @@ can catch one class::
     ├── KeyringError          the key hierarchy cannot serve a request
     │   ├── KeyNotFound       no round key by that name
     │   ├── KeyDestroyed      the round key was destroyed (crypto-shredded)
-    │   └── MasterKeyError    master key missing, wrong, corrupt or unsafe
+    │   ├── MasterKeyError    master key missing, wrong, corrupt or unsafe
+    │   └── KeyFileError      a round key file cannot be read (gone since
+    │       │                 it was read, a folder in its place, I/O error)
+    │       └── KeyFileDamaged  ... or is malformed or not authentic (also
+    │                           a FormatError, so an IntegrityError)
     ├── IntegrityError        authentication failed: damaged, forged or foreign
     │   ├── FormatError       not a censusdrop encrypted file, or malformed
     │   └── NotCurrent        a file that is not the version indexed at its path
@@ -58,6 +62,14 @@ class MasterKeyError(KeyringError):
     """The master key is missing, wrong for this keyring, corrupt or exposed."""
 
 
+class KeyFileError(KeyringError):
+    """A round key file cannot be used; the message names the file.
+
+    Every file under that key is unreadable until the key file is restored,
+    though the stored files themselves may well be intact.
+    """
+
+
 class QuotaExceeded(StorageError):
     """An area would go over its quota of bytes or of files."""
 
@@ -81,6 +93,11 @@ class FormatError(IntegrityError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
+
+
+class KeyFileDamaged(KeyFileError, FormatError):
+    """A round key file is malformed, or does not authenticate under the
+    master key (edited, swapped, or from another keyring)."""
 
 
 class NotCurrent(IntegrityError):

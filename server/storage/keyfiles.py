@@ -7,7 +7,9 @@ Guarantees:
 
 - a file written by :func:`write_atomic` is either wholly the old content
   or wholly the new one after a crash, and is never readable by anyone but
-  the owner (created ``0600`` before a byte is written);
+  the owner (created ``0600`` before a byte is written); with ``shared``,
+  and only when its folder lets its group read, the file gets that
+  folder's group and ``0640``, also before a byte is written;
 - :func:`create_exclusive` never replaces an existing file;
 - :func:`shred` overwrites a file in place, makes that durable, then unlinks
   it and makes the unlink durable. On copy-on-write or wear-levelled storage
@@ -25,6 +27,7 @@ import contextlib
 import fcntl
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +37,7 @@ from .errors import FormatError
 
 PRIVATE_FILE_MODE = 0o600
 PRIVATE_DIR_MODE = 0o700
+SHARED_FILE_MODE = 0o640
 MAX_RECORD_SIZE = 4096
 
 
@@ -103,8 +107,11 @@ def read_record_file(path: Path) -> bytes:
     return data
 
 
-def write_atomic(path: Path, data: bytes, *, shred_replaced: bool = False) -> None:
-    """Replace ``path`` with ``data`` durably and atomically, mode 0600.
+def write_atomic(
+    path: Path, data: bytes, *, shred_replaced: bool = False, shared: bool = False
+) -> None:
+    """Replace ``path`` with ``data`` durably and atomically, mode 0600
+    (``shared``: see :func:`folder_share`).
 
     With ``shred_replaced``, the replaced content is overwritten once the
     new content is in place (a second link keeps the old inode reachable
@@ -113,7 +120,7 @@ def write_atomic(path: Path, data: bytes, *, shred_replaced: bool = False) -> No
     temporary = temporary_name(path)
     replaced = temporary_name(path) if shred_replaced else None
     try:
-        _write_new(temporary, data)
+        _write_new(temporary, data, shared)
         if replaced is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.link(path, replaced)
@@ -130,15 +137,16 @@ def write_atomic(path: Path, data: bytes, *, shred_replaced: bool = False) -> No
         shred(replaced)
 
 
-def create_exclusive(path: Path, data: bytes) -> bool:
-    """Create ``path`` with ``data`` unless it exists; True if created.
+def create_exclusive(path: Path, data: bytes, *, shared: bool = False) -> bool:
+    """Create ``path`` with ``data`` unless it exists; True if created
+    (``shared``: see :func:`folder_share`).
 
     The content is complete before the name appears (write aside, then
     ``link``), so a reader never sees a half-written key file.
     """
     temporary = temporary_name(path)
     try:
-        _write_new(temporary, data)
+        _write_new(temporary, data, shared)
         try:
             os.link(temporary, path)
         except FileExistsError:
@@ -222,10 +230,21 @@ def exclusive_lock(path: Path) -> Iterator[None]:
         os.close(descriptor)
 
 
-def _write_new(path: Path, data: bytes) -> None:
+def folder_share(folder: Path) -> int | None:
+    """The group a shared file in ``folder`` gets: the folder's, when the
+    folder lets its group read; None (owner only) otherwise."""
+    info = folder.stat()
+    return info.st_gid if info.st_mode & stat.S_IRGRP else None
+
+
+def _write_new(path: Path, data: bytes, shared: bool = False) -> None:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     descriptor = os.open(path, flags, PRIVATE_FILE_MODE)
     try:
+        group = folder_share(path.parent) if shared else None
+        if group is not None:
+            os.fchown(descriptor, -1, group)
+            os.fchmod(descriptor, SHARED_FILE_MODE)
         view = memoryview(data)
         while view:
             view = view[os.write(descriptor, view) :]

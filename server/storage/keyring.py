@@ -20,21 +20,23 @@ Guarantees:
 - a wrong, corrupt or missing master key raises :class:`MasterKeyError`
   with a message saying which; key ids are one-way fingerprints, so they can
   be shown and logged;
-- a tampered or foreign key file raises :class:`IntegrityError`, never
-  yields a key;
+- a tampered or foreign round key file raises :class:`KeyFileDamaged` (an
+  :class:`IntegrityError`), never yields a key; one that cannot be read (a
+  folder in its place, an I/O error) raises :class:`KeyFileError`; both
+  name the file, so a key problem is never taken for a damaged data file;
 - :meth:`Keyring.destroy_round_key` leaves a tombstone, then overwrites and
   unlinks the wrapped key: everything encrypted under that round becomes
   undecryptable, even from copies of the data root and database taken
   earlier. A copy of the keys directory taken earlier still holds the
-  wrapped key, so rotate the master key after destroying rounds to make
-  such copies useless too;
+  wrapped key: only with a master key kept outside it (the environment),
+  rotated afterwards and the old one discarded, is such a copy useless;
 - :meth:`Keyring.rotate_master` is crash-safe: the new master key, with the
   old one wrapped under it, is durable before any round key is re-wrapped,
   so every round key stays unwrappable at every instant; an interrupted
   rotation is finished by the next :meth:`Keyring.open`;
 - key material never appears in a ``repr`` or a log line.
 
-Files (0600; directories 0700)::
+Files (0600; directories 0700, but see below)::
 
     keys/master.key              the master key or its id (see masterkey)
     keys/keyring.lock            flock target for mutations
@@ -42,6 +44,11 @@ Files (0600; directories 0700)::
                                  key: base64(nonce || AES-GCM(master, key,
                                  AAD = title, name, master-id))
     keys/rounds/<name>.destroyed tombstone of a destroyed round key
+
+Round key files and tombstones are wrapped or empty of secrets: when
+``rounds/`` lets its group read (a server that drops privileges reads them
+as that group, see ``censusdrop.server.privileges``), they are made with
+its group and mode 0640. ``master.key`` and the lock stay 0600.
 
 Mutations take an exclusive lock on ``keys/keyring.lock``, so several
 processes may share one keys directory. Reads take no lock and re-read the
@@ -66,6 +73,8 @@ from . import keyfiles
 from .errors import FormatError
 from .errors import IntegrityError
 from .errors import KeyDestroyed
+from .errors import KeyFileDamaged
+from .errors import KeyFileError
 from .errors import KeyNotFound
 from .errors import KeyringError
 from .errors import MasterKeyError
@@ -131,6 +140,10 @@ class Keyring:
 
     def __init__(self, keys_dir: Path, state: MasterState, given: bytes | None) -> None:
         self._dir = keys_dir
+        # Rounds whose key file this process has read or made: if one goes
+        # missing later, that is a lost key file, not a header naming some
+        # round that never was.
+        self._known: set[str] = set()
         self._adopt(state, given)
 
     @classmethod
@@ -213,6 +226,11 @@ class Keyring:
         names = (path.stem for path in self._rounds_dir.glob("*.key"))
         return sorted(name for name in names if _ROUND_NAME.fullmatch(name))
 
+    def destroyed_round_names(self) -> list[str]:
+        """Names of the round keys destroyed (their tombstones)."""
+        names = (path.stem for path in self._rounds_dir.glob("*.destroyed"))
+        return sorted(name for name in names if _ROUND_NAME.fullmatch(name))
+
     def has_round_key(self, name: str) -> bool:
         validate_round_name(name)
         return self._round_path(name).exists() and not self._tombstone(name).exists()
@@ -229,7 +247,7 @@ class Keyring:
             if self._tombstone(name).exists():
                 raise KeyDestroyed(f"round key {name!r} was destroyed")
             record = self._encode_round(name, secrets.token_bytes(KEY_SIZE))
-            if keyfiles.create_exclusive(self._round_path(name), record):
+            if keyfiles.create_exclusive(self._round_path(name), record, shared=True):
                 logger.info(
                     "round key created round=%s master_id=%s", name, self._current_id
                 )
@@ -254,7 +272,8 @@ class Keyring:
                 raise KeyNotFound(f"no round key {name!r}")
             # Tombstone first: from here on the key is refused, even if the
             # process dies before the overwrite below completes.
-            keyfiles.create_exclusive(tombstone, _encode_tombstone(name))
+            keyfiles.create_exclusive(tombstone, _encode_tombstone(name), shared=True)
+            self._known.discard(name)
             keyfiles.sweep_temporaries(path)
             keyfiles.shred(path)
         logger.info("round key destroyed round=%s", name)
@@ -370,7 +389,7 @@ class Keyring:
             if master_id != self._current_id:
                 key = self._unwrap_round(name, master_id, wrapped)
                 keyfiles.write_atomic(
-                    self._round_path(name), self._encode_round(name, key)
+                    self._round_path(name), self._encode_round(name, key), shared=True
                 )
         if self._previous_id is not None:
             current = self._masters[self._current_id]
@@ -397,24 +416,31 @@ class Keyring:
 
     def _read_round(self, name: str) -> tuple[str, bytes]:
         """The master id and wrapped key recorded for round ``name``."""
+        path = self._round_path(name)
         try:
-            data: bytes | None = keyfiles.read_record_file(self._round_path(name))
+            data: bytes | None = keyfiles.read_record_file(path)
         except FileNotFoundError:
             data = None
+        except OSError as exc:
+            raise KeyFileError(f"{path}: cannot read: {exc.strerror}") from exc
         # Checked after the read, so a destroy racing with it still wins.
         if self._tombstone(name).exists():
             raise KeyDestroyed(f"round key {name!r} was destroyed")
+        if data is None and name in self._known:
+            raise KeyFileError(f"{path} is missing (it was there before)")
         if data is None:
-            raise KeyNotFound(f"no round key {name!r}")
+            raise KeyNotFound(f"no round key {name!r} ({path} is missing)")
 
-        fields = keyfiles.decode_record(
-            data, _ROUND_TITLE, ("name", "master-id", "key")
-        )
-        wrapped = unb64(fields["key"], _ROUND_TITLE)
-        if fields["name"] != name or len(wrapped) != _WRAPPED_ROUND_SIZE:
-            raise FormatError(
-                f"round key file for {name!r} does not match its name or size"
+        try:
+            fields = keyfiles.decode_record(
+                data, _ROUND_TITLE, ("name", "master-id", "key")
             )
+            wrapped = unb64(fields["key"], _ROUND_TITLE)
+        except FormatError as exc:
+            raise KeyFileDamaged(f"{path} is corrupt: {exc}") from None
+        if fields["name"] != name or len(wrapped) != _WRAPPED_ROUND_SIZE:
+            raise KeyFileDamaged(f"{path} does not match its name or size")
+        self._known.add(name)
         return fields["master-id"], wrapped
 
     def _unwrap_round(self, name: str, master_id: str, wrapped: bytes) -> bytes:
@@ -432,7 +458,10 @@ class Keyring:
                 wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:], _round_aad(name, master_id)
             )
         except InvalidTag:
-            raise IntegrityError() from None
+            path = self._round_path(name)
+            raise KeyFileDamaged(
+                f"{path} does not authenticate under the master key"
+            ) from None
 
 
 def _round_aad(name: str, master_id: str) -> bytes:

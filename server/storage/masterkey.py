@@ -99,6 +99,8 @@ def load_state(keys_dir: Path) -> MasterState:
         raise MasterKeyError(
             f"no keyring in {keys_dir} ({MASTER_FILE} is missing)"
         ) from None
+    except OSError as exc:
+        raise MasterKeyError(f"{path}: cannot read: {exc.strerror}") from None
     try:
         return decode_state(data)
     except FormatError as exc:
