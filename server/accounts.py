@@ -20,6 +20,7 @@ from collections.abc import Iterable
 
 import sqlalchemy as sa
 
+from censusdrop.audit.locking import read_connection
 from censusdrop.config.prefectures import PrefectureList
 from censusdrop.server.passwords import PasswordHasher
 from censusdrop.server.passwords import check_new_password
@@ -171,7 +172,7 @@ class AccountStore:
         return self.require(name)
 
     def get(self, name: str) -> Account | None:
-        with self.engine.connect() as conn:
+        with read_connection(self.engine) as conn:
             row = _row(conn, name)
             return None if row is None else _account(conn, row)
 
@@ -182,7 +183,7 @@ class AccountStore:
         return account
 
     def list(self) -> list[Account]:
-        with self.engine.connect() as conn:
+        with read_connection(self.engine) as conn:
             rows = conn.execute(accounts.select().order_by(accounts.c.name)).all()
             return [_account(conn, row) for row in rows]
 
@@ -279,7 +280,7 @@ class AccountStore:
         return LoginOutcome.OK
 
     def _hash_of(self, account_id: int) -> str:
-        with self.engine.connect() as conn:
+        with read_connection(self.engine) as conn:
             return str(
                 conn.execute(
                     sa.select(accounts.c.password_hash).where(
@@ -289,7 +290,7 @@ class AccountStore:
             )
 
     def _address_throttled(self, address: str, at: dt.datetime) -> bool:
-        with self.engine.connect() as conn:
+        with read_connection(self.engine) as conn:
             row = conn.execute(
                 ip_failures.select().where(ip_failures.c.address == address)
             ).first()

@@ -28,6 +28,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from censusdrop.audit.locking import read_connection
 from censusdrop.server import names
 from censusdrop.server.revocations import RevocationStore
 from censusdrop.server.roundmodel import Round
@@ -153,14 +154,14 @@ class CustodyLedger:
             query = query.where(custody_items.c.reviewer == reviewer)
         if open_only:
             query = query.where(custody_items.c.confirmation_id.is_(None))
-        with self.engine.connect() as conn:
+        with read_connection(self.engine) as conn:
             return [_item(row) for row in conn.execute(query)]
 
     def confirmations(self, reviewer: str | None = None) -> list[Confirmation]:
         query = sa.select(custody_confirmations).order_by(custody_confirmations.c.id)
         if reviewer is not None:
             query = query.where(custody_confirmations.c.reviewer == reviewer)
-        with self.engine.connect() as conn:
+        with read_connection(self.engine) as conn:
             return [_confirmation(row) for row in conn.execute(query)]
 
     def confirm(

@@ -14,6 +14,7 @@ import datetime as dt
 
 import sqlalchemy as sa
 
+from censusdrop.audit.locking import read_connection
 from censusdrop.server.accounts import AccountError
 from censusdrop.server.accounts import AccountStore
 from censusdrop.server.schema import revocations
@@ -61,7 +62,7 @@ class RevocationStore:
 
     def all(self) -> dict[str, Revocation]:
         """Every revocation in force, by account name."""
-        with self.engine.connect() as conn:
+        with read_connection(self.engine) as conn:
             rows = conn.execute(revocations.select()).all()
         return {row.account: _revocation(row) for row in rows}
 

@@ -16,14 +16,21 @@ Guarantees, with the database as the journal of a commit:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
 import os
+import threading
 import uuid
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
+
+from censusdrop.audit.locking import read_connection
 
 from . import index
 from .crypto import EncryptingWriter
@@ -45,6 +52,8 @@ from .streams import translate
 
 logger = logging.getLogger(__name__)
 
+COMMIT_LOCKS = 64
+
 
 class Staging:
     """The upload side of a ``Storage``."""
@@ -55,13 +64,18 @@ class Staging:
         keyring: Keyring,
         engine: sa.Engine,
         partials: Partials,
-        key_name: str,
+        key_for: Callable[[str], str],
     ) -> None:
         self.layout = layout
         self.keyring = keyring
         self.engine = engine
         self.partials = partials
-        self.key_name = key_name
+        # The round key a new upload into an area is encrypted under.
+        self.key_for = key_for
+        # Commits run on worker threads. Two uploads of one path commit one
+        # at a time, so each is placed in the order its row was written;
+        # other paths (another lock of the set) commit side by side.
+        self._commit_locks = [threading.Lock() for _ in range(COMMIT_LOCKS)]
 
     # --- starting
 
@@ -78,7 +92,7 @@ class Staging:
         raw = os.fdopen(fd, "wb")
         try:
             lock(raw, wait=True)
-            writer = EncryptingWriter(raw, self.keyring, self.key_name)
+            writer = EncryptingWriter(raw, self.keyring, self.key_for(area))
             staged = creating.with_name(f"{writer.file_id.hex()}.part")
             os.rename(creating, staged)
             if key is not None:
@@ -119,6 +133,25 @@ class Staging:
 
     def commit(self, upload: Upload, info: VersionInfo) -> VersionInfo:
         """Index ``upload`` as the current version, then put it in place."""
+        with self.holding(upload.area, upload.path):
+            return self._commit(upload, info)
+
+    @contextlib.contextmanager
+    def holding(self, area: str, *paths: str, every: bool = False) -> Iterator[None]:
+        """Hold the commit locks of ``paths`` (of every path with ``every``,
+        for a folder move), so no commit to them is between its version
+        row and its move into place meanwhile. Taken in one order, so two
+        holders never wait for each other."""
+        if every:
+            stripes: Iterable[int] = range(COMMIT_LOCKS)
+        else:
+            stripes = sorted({hash((area, path)) % COMMIT_LOCKS for path in paths})
+        with contextlib.ExitStack() as stack:
+            for stripe in stripes:
+                stack.enter_context(self._commit_locks[stripe])
+            yield
+
+    def _commit(self, upload: Upload, info: VersionInfo) -> VersionInfo:
         self.layout.check_target(upload.area, upload.path)
         try:
             with self.engine.begin() as conn:
@@ -174,7 +207,7 @@ class Staging:
 
     def _recover(self, staged: Path, at: dt.datetime) -> int:
         """Deal with an upload whose writer is gone."""
-        with self.engine.connect() as conn:
+        with read_connection(self.engine) as conn:
             version = index.by_id(conn, staged.stem)
         if version is not None:
             logger.warning("committed upload put in place version=%s", version.id)

@@ -10,7 +10,9 @@ and the data root (a folder no other program writes). Guarantees:
 - an interrupted upload of an account is kept, for a while, as a partial
   that the same account can resume (``partials``); partials never show;
 - overwriting, deleting or renaming over a file keeps the earlier version;
-- file contents on disk are encrypted (``censusdrop.server.storage.crypto``),
+- file contents on disk are encrypted (``censusdrop.server.storage.crypto``)
+  under the round key that ``key_resolver`` names for the area at the
+  moment the upload starts (``key_name`` when it names none),
   every read is authenticated, and a file whose id is not the one the index
   holds for its path is refused (``NotCurrent``): a file swapped or rolled
   back on disk does not read as current.
@@ -33,10 +35,14 @@ import datetime as dt
 import errno
 import logging
 import os
+import threading
+from collections.abc import Callable
 from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
+
+from censusdrop.audit.locking import read_connection
 
 from . import index
 from .crypto import plaintext_size_of
@@ -86,8 +92,16 @@ class Entry:
     mtime: float
 
 
+# Given an area, the round key its new files go under (None: ``key_name``).
+KeyResolver = Callable[[str], str | None]
+
+
 class Storage:
-    """The data root, its encryption, its version index and its partials."""
+    """The data root, its encryption, its version index and its partials.
+
+    ``key_resolver`` is asked once per upload (never per chunk), so it may
+    read the database; without it every file goes under ``key_name``.
+    """
 
     def __init__(
         self,
@@ -96,6 +110,7 @@ class Storage:
         engine: sa.Engine,
         *,
         key_name: str = "default",
+        key_resolver: KeyResolver | None = None,
         partial_lifetime: dt.timedelta = DEFAULT_LIFETIME,
         quota: Quota = Quota(),
     ) -> None:
@@ -104,6 +119,9 @@ class Storage:
         self.keyring = keyring
         self.engine = engine
         self.key_name = key_name
+        self.key_resolver = key_resolver
+        self._ensured: set[str] = set()
+        self._ensure_lock = threading.Lock()
         self.layout = Layout(data_root)
         self.partials = Partials(self.layout.staging, partial_lifetime)
         self.staging = Staging(
@@ -111,8 +129,19 @@ class Storage:
             keyring=keyring,
             engine=engine,
             partials=self.partials,
-            key_name=key_name,
+            key_for=self.key_for,
         )
+
+    def key_for(self, area: str) -> str:
+        """The round key a new file in ``area`` is encrypted under; created
+        on first use (``KeyDestroyed`` if it was destroyed)."""
+        resolved = self.key_resolver(area) if self.key_resolver else None
+        name = resolved or self.key_name
+        with self._ensure_lock:
+            if name not in self._ensured:
+                self.keyring.ensure_round_key(name)
+                self._ensured.add(name)
+        return name
 
     # --- set-up and sweeping
 
@@ -256,7 +285,7 @@ class Storage:
 
     def usage(self, area: str) -> tuple[int, int]:
         """Bytes and number of the current files of ``area``."""
-        with self.engine.connect() as conn:
+        with read_connection(self.engine) as conn:
             return index.usage(conn, area)
 
     def _allowance(self, area: str, path: str) -> int | None:
@@ -265,7 +294,7 @@ class Storage:
         quota = self.quota
         if not (quota.bytes or quota.files):
             return None
-        with self.engine.connect() as conn:
+        with read_connection(self.engine) as conn:
             used, files = index.usage(conn, area)
             current = index.current(conn, area, path)
         replaced = current.size if current is not None else 0
@@ -313,7 +342,7 @@ class Storage:
         local = self.layout.existing(area, path)
         if local.is_dir():
             raise WrongKind(f"{path} is a folder")
-        with self.engine.begin() as conn:
+        with self.staging.holding(area, path), self.engine.begin() as conn:
             info = self.staging.retire(conn, area, path, "deleted")
             self.layout.shelve(area, local)
         fsync_dir(local.parent)
@@ -330,7 +359,8 @@ class Storage:
             raise AlreadyExists(f"{target} already exists")
         if old.is_dir() and (target + "/").startswith(source + "/"):
             raise WrongKind("a folder cannot move into itself")
-        with self.engine.begin() as conn:
+        held = self.staging.holding(area, source, target, every=old.is_dir())
+        with held, self.engine.begin() as conn:
             if new.exists():
                 self.staging.retire(conn, area, target, "superseded")
                 self.layout.shelve(area, new)
@@ -342,11 +372,11 @@ class Storage:
     # --- versions
 
     def current_version(self, area: str, path: str) -> VersionInfo | None:
-        with self.engine.connect() as conn:
+        with read_connection(self.engine) as conn:
             return index.current(conn, area, path)
 
     def history(self, area: str, path: str) -> builtins.list[VersionInfo]:
-        with self.engine.connect() as conn:
+        with read_connection(self.engine) as conn:
             return index.history(conn, area, path)
 
     def restore(
