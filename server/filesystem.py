@@ -12,6 +12,7 @@ decided per path by ``AccountView``; refusals explain themselves in Chinese.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import stat as stat_module
 from collections.abc import Iterable
@@ -24,6 +25,10 @@ from pyftpdlib.filesystems import FilesystemError
 from censusdrop.config.prefectures import Prefecture
 from censusdrop.server import names
 from censusdrop.server.storage.errors import IntegrityError
+from censusdrop.server.storage.errors import KeyDestroyed
+from censusdrop.server.storage.errors import KeyFileError
+from censusdrop.server.storage.errors import KeyNotFound
+from censusdrop.server.storage.errors import MasterKeyError
 from censusdrop.server.storage.errors import QuotaExceeded
 from censusdrop.server.storage.store import AlreadyExists
 from censusdrop.server.storage.store import Entry
@@ -41,6 +46,8 @@ REPORT_NAMES = frozenset({"预审报告.txt", "预审报告.html"})
 
 READ_PERMS = "elr"
 WRITE_PERMS = "adfmw"
+
+logger = logging.getLogger(__name__)
 
 
 class Refused(FilesystemError):  # type: ignore[misc]
@@ -76,6 +83,11 @@ class _OpenGate:
 class Damaged(FilesystemError):  # type: ignore[misc]
     """A stored file failed its integrity check (damaged, swapped, rolled
     back); the text is for the client, the cause goes to the audit log."""
+
+
+class KeysUnavailable(FilesystemError):  # type: ignore[misc]
+    """An encryption key file cannot be read or does not authenticate; the
+    stored files may be intact. The cause names the file, for the log."""
 
 
 class NoRoom(FilesystemError):  # type: ignore[misc]
@@ -376,10 +388,17 @@ class CensusFS(AbstractedFS):  # type: ignore[misc]
             raise Refused("同名文件或目录已存在") from None
         except NotEmpty:
             raise Refused("目录不为空，请先删除其中的文件") from None
-        except WrongKind as exc:
-            raise Refused(f"操作对象类型不符：{exc}") from None
+        except WrongKind:
+            raise Refused("操作对象类型不符：文件与目录不能互相替代") from None
         except ResumeRefused as exc:
             raise CannotResume(exc.offset) from exc
+        except KeyDestroyed as exc:
+            # Permanent: the round was purged (crypto-shredded).
+            message = "该文件所属验收轮次的材料已按规定销毁，无法读取"
+            raise FilesystemError(message) from exc
+        except (KeyFileError, KeyNotFound, MasterKeyError) as exc:
+            # Before IntegrityError: a damaged key file is not a damaged file.
+            raise KeysUnavailable("服务器加密密钥无法读取") from exc
         except IntegrityError as exc:
             raise Damaged("服务器上的文件未通过完整性校验") from exc
         except NoSpace as exc:
@@ -387,4 +406,5 @@ class CensusFS(AbstractedFS):  # type: ignore[misc]
         except QuotaExceeded as exc:
             raise OverQuota("本地区存储配额已满") from exc
         except StorageError as exc:
-            raise FilesystemError(f"服务器存储错误：{exc}") from exc
+            logger.error("storage error: %s", exc)
+            raise FilesystemError("服务器存储错误，已记录，请联系管理员") from exc

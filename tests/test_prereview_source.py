@@ -23,6 +23,7 @@ from censusdrop.server.prereview.watcher import AreaEvents
 from censusdrop.server.prereview.watcher import poll_interval
 from censusdrop.server.storage.store import Storage
 from censusdrop.server.validation import SourceError
+from censusdrop.server.validation import TreeChanged
 from censusdrop.server.validation import validate
 from conftest import Instance
 from prereviewkit import WUHAN
@@ -176,8 +177,25 @@ def test_a_file_swapped_on_disk_is_refused_not_judged(storage: Storage) -> None:
     list(source.walk())
     with source.open("a.pdf") as handle:
         assert handle.read() == b"%PDF-1.4 a"
-    with pytest.raises(SourceError):
+    with pytest.raises(SourceError) as caught:
         source.open("b.pdf")
+    assert not isinstance(caught.value, TreeChanged)  # damage, not a change
+
+
+@pytest.mark.parametrize("change", ["replaced", "deleted"])
+def test_a_file_changed_after_the_walk_voids_the_run(
+    storage: Storage, change: str
+) -> None:
+    storage.ensure_area(WUHAN)
+    storage.write_bytes(WUHAN, "a.pdf", b"%PDF-1.4 a", None)
+    source = StorageSource(storage, WUHAN)
+    list(source.walk())
+    if change == "replaced":
+        storage.write_bytes(WUHAN, "a.pdf", b"%PDF-1.4 newer", None)
+    else:
+        storage.remove(WUHAN, "a.pdf", None)
+    with pytest.raises(TreeChanged):
+        source.open("a.pdf")
 
 
 def test_a_destroyed_round_key_fails_the_run_never_passes_it(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -195,3 +196,25 @@ def test_rename_over_a_file_keeps_it_as_a_version(storage: Storage) -> None:
     assert storage.read_bytes(AREA, "m.pdf") == b"moved"
     with storage.open_version(AREA, "m.pdf", replaced.id) as old:
         assert old.read() == b"replaced"
+
+
+@pytest.mark.parametrize("change", ["delete", "rename", "rename folder"])
+def test_a_delete_or_rename_waits_for_a_commit_of_the_same_path(
+    storage: Storage, change: str
+) -> None:
+    storage.mkdir(AREA, "dir")
+    storage.write_bytes(AREA, "dir/a.pdf", b"first", account="u")
+    actions = {
+        "delete": lambda: storage.remove(AREA, "dir/a.pdf", account="u"),
+        "rename": lambda: storage.rename(AREA, "dir/a.pdf", "dir/b.pdf", "u"),
+        "rename folder": lambda: storage.rename(AREA, "dir", "moved", "u"),
+    }
+    worker = threading.Thread(target=actions[change])
+    # Held as a commit of dir/a.pdf holds it between its row and its move.
+    with storage.staging.holding(AREA, "dir/a.pdf"):
+        worker.start()
+        worker.join(0.5)
+        assert worker.is_alive(), "the change did not wait for the commit"
+    worker.join(10)
+    assert not worker.is_alive()
+    assert not storage.exists(AREA, "dir/a.pdf")

@@ -33,6 +33,7 @@ from censusdrop.server.services import Services
 from censusdrop.server.validation import ContentCache
 from censusdrop.server.validation import Prefecture
 from censusdrop.server.validation import Report
+from censusdrop.server.validation import TreeChanged
 from censusdrop.server.validation import render_html
 from censusdrop.server.validation import render_text
 from censusdrop.server.validation import to_json
@@ -49,6 +50,10 @@ from .source import TEXT_REPORT
 from .source import StorageSource
 
 logger = logging.getLogger(__name__)
+
+# A run that finds files replaced under it starts over, this many times at
+# most, before it reports the tree as unreadable (uploads keep coming).
+JUDGE_ATTEMPTS = 3
 
 # Where a run came from, as stored with its report: the watcher, the
 # command line, or a catch-up on uploads the watcher did not see (made while
@@ -144,13 +149,28 @@ class Prereviewer:
     ) -> Report:
         own = as_validated(prefecture)
         others = [as_validated(p) for p in self.services.prefectures if p != prefecture]
-        source = StorageSource(self.services.storage, prefecture.code)
-        try:
-            report = validate(
-                source, self.checklist, own, at=at, others=others, cache=self.cache
+        for attempt in range(1, JUDGE_ATTEMPTS + 1):
+            source = StorageSource(self.services.storage, prefecture.code)
+            try:
+                report = validate(
+                    source, self.checklist, own, at=at, others=others, cache=self.cache
+                )
+                break
+            except TreeChanged as exc:
+                logger.info(
+                    "prereview judging again prefecture=%s attempt=%d: %s",
+                    prefecture.code,
+                    attempt,
+                    exc,
+                )
+            except Exception:
+                logger.exception("prereview crashed prefecture=%s", prefecture.code)
+                return self._crash_report(own, at)
+        else:
+            logger.warning(
+                "prereview gave up prefecture=%s: the tree kept changing",
+                prefecture.code,
             )
-        except Exception:
-            logger.exception("prereview crashed prefecture=%s", prefecture.code)
             return self._crash_report(own, at)
         logger.debug(
             "prereview judged prefecture=%s files=%d opened=%d cached=%d",

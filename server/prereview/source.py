@@ -38,6 +38,7 @@ from censusdrop.server.storage.store import Storage
 from censusdrop.server.storage.store import StorageError
 from censusdrop.server.validation import SourceEntry
 from censusdrop.server.validation import SourceError
+from censusdrop.server.validation import TreeChanged
 from censusdrop.server.validation.source import HARD_DEPTH_LIMIT
 
 logger = logging.getLogger(__name__)
@@ -117,8 +118,22 @@ class StorageSource:
                     self._local(path), self._keyring, path, expected_id=known.id
                 )
         except (StorageError, OSError, ValueError) as exc:
+            if self._replaced(path, known):
+                raise TreeChanged(f"{path!r} changed during the run") from exc
             raise SourceError(f"cannot open {path!r}: {exc}") from exc
         return io.BufferedReader(_RawDownload(download), READ_BUFFER)
+
+    def _replaced(self, path: str, known: _Indexed | None) -> bool:
+        """Whether the index no longer holds the version the walk saw at
+        ``path`` (an upload replaced it, or it was deleted or moved): then
+        a failed open is the tree changing, not a damaged file."""
+        try:
+            current = self._storage.current_version(self._area, path)
+        except (StorageError, sa.exc.SQLAlchemyError):
+            return False
+        if known is None:
+            return current is None
+        return current is None or current.id != known.id
 
     def _local(self, path: str) -> Path:
         found = self._found.get(path)

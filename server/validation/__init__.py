@@ -29,6 +29,7 @@ from .render_html import render_html
 from .source import DirectorySource
 from .source import SourceEntry
 from .source import SourceError
+from .source import TreeChanged
 from .source import TreeSource
 from .validator import tree_digest
 from .validator import validate
@@ -46,6 +47,7 @@ __all__ = [
     "Severity",
     "SourceEntry",
     "SourceError",
+    "TreeChanged",
     "TreeDigest",
     "TreeSource",
     "ValidationError",

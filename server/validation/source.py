@@ -41,6 +41,11 @@ class SourceError(ValidationError):
     """The tree or one of its files cannot be read."""
 
 
+class TreeChanged(SourceError):
+    """A file changed while the tree was being judged (an upload replaced
+    or removed it): the run is void and the tree is judged again."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class SourceEntry:
     """One file or folder of a tree.

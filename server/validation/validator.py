@@ -45,6 +45,7 @@ from .model import Report
 from .model import TreeDigest
 from .naming import NameChecker
 from .source import SourceEntry
+from .source import TreeChanged
 from .source import TreeSource
 from .structure import StructureChecker
 from .tree import Node
@@ -172,6 +173,8 @@ def _guard(
     """Run one check; its exception becomes an error finding, never a pass."""
     try:
         result = check()
+    except TreeChanged:
+        raise  # not a fault of the file: the whole run is judged again
     except Exception:
         log.exception("validation check failed scope=%r", scope)
         if node is not None:
