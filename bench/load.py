@@ -155,6 +155,12 @@ def parse_args() -> argparse.Namespace:
         help=f"state and audit on a throwaway database (default {PG_URL})",
     )
     parser.add_argument(
+        "--waves",
+        type=int,
+        default=3,
+        help="the load in this many waves, to compare memory after each",
+    )
+    parser.add_argument(
         "--settle",
         type=float,
         default=30.0,
@@ -211,11 +217,22 @@ def _load(
         target=sample_until, args=(pid, started, samples, stop), daemon=True
     )
     sampler.start()
-    counts, wall, client_cpu = _run_clients(target, args, duration)
-    end = Sample.of(pid, started)
+    # The load comes in waves, every session logging out at the end of
+    # each: what the server holds once a wave is over and its sessions are
+    # gone should not grow from one wave to the next.
+    counts, wall, client_cpu = Counts(), 0.0, 0.0
+    waves: list[Sample] = []
+    for _ in range(args.waves):
+        wave_counts, wave_wall, wave_cpu = _run_clients(
+            target, args, duration / args.waves
+        )
+        counts.add(wave_counts)
+        wall, client_cpu = wall + wave_wall, client_cpu + wave_cpu
+        end = Sample.of(pid, started)
+        waves.append(settled(pid, started, before, args.settle))
     stop.set()
     sampler.join(5)
-    after = settled(pid, started, before, args.settle)
+    after = waves[-1]
     quarter = next((s for s in samples if s.at >= end.at - wall * 3 / 4), end)
     peak = max(samples, key=lambda s: (s.fds, s.rss_mib), default=end)
     return {
@@ -233,6 +250,7 @@ def _load(
             "after": asdict(after),
             "peak_rss_mib": max((s.rss_mib for s in samples), default=end.rss_mib),
             "fds_changed": kinds_changed(before, after),
+            "after_waves": [asdict(wave) for wave in waves],
             "rss_series": series(samples),
         },
     }

@@ -15,6 +15,10 @@ from typing import Any
 
 from .watch import leaked
 
+# Resident memory the server may gain between the end of the second wave
+# and the end of the last one (allocator noise), in MiB.
+GROWTH_ALLOWED_MIB = 24
+
 
 def problems_of(report: dict[str, Any]) -> list[str]:
     problems = []
@@ -34,7 +38,24 @@ def problems_of(report: dict[str, Any]) -> list[str]:
     left_open = leaked(server["fds_changed"])
     if left_open:
         problems.append(f"descriptors left open: {left_open}")
+    growth = wave_growth(server["after_waves"])
+    if growth is not None and growth > GROWTH_ALLOWED_MIB:
+        problems.append(
+            f"resident memory grew {growth:.0f} MiB from the end of the second"
+            f" wave to the end of the last (allowed {GROWTH_ALLOWED_MIB})"
+        )
     return problems
+
+
+def wave_growth(waves: list[dict[str, Any]]) -> float | None:
+    """RSS growth from the end of the second wave to the end of the last.
+
+    The first wave fills what stays filled (pools, caches, the allocator's
+    arenas); after it, memory that keeps growing wave after wave is a leak.
+    """
+    if len(waves) < 3:
+        return None
+    return float(waves[-1]["rss_mib"]) - float(waves[1]["rss_mib"])
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -67,6 +88,11 @@ def print_report(report: dict[str, Any]) -> None:
         s = server[label]
         print(f"| {label} | {s['at']} | {s['fds']} | {s['threads']} | {s['rss_mib']} |")
     print(f"peak RSS sampled: {server['peak_rss_mib']} MiB")
+    for number, wave in enumerate(server["after_waves"], 1):
+        print(
+            f"after wave {number}: {wave['fds']} fds, {wave['threads']} threads,"
+            f" {wave['rss_mib']} MiB"
+        )
     series = ", ".join(f"{at:.0f}s {rss:.0f}" for at, rss in server["rss_series"])
     print(f"RSS MiB over the load: {series}")
     print(f"descriptors after - before, by kind: {server['fds_changed'] or 'none'}")
