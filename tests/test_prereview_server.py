@@ -245,3 +245,27 @@ def test_disabled_prereview_writes_no_report(tmp_path: Path) -> None:
         assert not wait_for_more(server, 0)
         assert client.nlst() == ["说明.pdf"]
         client.quit()
+
+
+def test_a_warm_up_opens_new_files_before_the_quiet_period_ends(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    instance = make_instance(tmp_path / "instance", url, quiet_seconds="4")
+    tree = build_submission(tmp_path / "tree").root
+    with running(instance) as server:
+        service = server.server.prereview
+        assert service.warmer is not None
+        client = login_as(server, "wuhan")
+        upload_tree(client, tree)
+        # Warm-up passes run a second after the uploads pause, long before
+        # the 4-second quiet period ends and the report is written.
+        wait_for(lambda: service.warmed > 0, timeout=3.5)
+        assert reports(server, WUHAN) == []
+        [row] = wait_reports(server, WUHAN, 1)
+        assert row["origin"] == "upload"
+        client.quit()
+
+
+def test_no_warm_up_when_the_quiet_period_is_short(quick_sqlite_server) -> None:
+    assert quick_sqlite_server.server.prereview.warmer is None

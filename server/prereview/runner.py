@@ -144,6 +144,30 @@ class Prereviewer:
         )
         return Outcome(report, record, render_text(report, notes=notes), document)
 
+    def warm(self, code: str, *, at: dt.datetime) -> int:
+        """Open what is new in area ``code`` so the next run finds it in the
+        cache; publish and record nothing. Returns the files opened.
+
+        Called while uploads are still coming in (see ``PrereviewService``),
+        so that the run after the quiet period has little left to open.
+        A failure here is of no consequence: the real run meets it again.
+        """
+        prefecture = self.services.prefectures.by_code(code)
+        others = [as_validated(p) for p in self.services.prefectures if p != prefecture]
+        source = StorageSource(self.services.storage, code)
+        try:
+            validate(
+                source,
+                self.checklist,
+                as_validated(prefecture),
+                at=at,
+                others=others,
+                cache=self.cache,
+            )
+        except Exception as exc:  # the real run reports it
+            logger.debug("prereview warm-up stopped prefecture=%s: %s", code, exc)
+        return source.opened
+
     def _judge(
         self, prefecture: config_prefectures.Prefecture, at: dt.datetime
     ) -> Report:

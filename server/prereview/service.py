@@ -11,6 +11,13 @@
 Nothing here runs on the FTP event loop: the handler never calls into
 pre-review, it only commits files, and the observer sees the commits.
 
+While uploads are still coming in, a warm-up pass (a second debouncer
+with a short quiet period) opens the files that are new since the last
+pass, filling the content cache without publishing anything, so the run
+that follows the real quiet period has little left to open. The run and
+the warm-up of one area never overlap: the run waits for a warm-up in
+progress, a warm-up finding the run in progress is skipped.
+
 The catch-up sweep compares, per prefecture, the last committed upload
 with the last report, and touches the areas whose report is older. It
 covers uploads made while the server was down and events the observer lost
@@ -39,6 +46,9 @@ from .watcher import AreaWatcher
 logger = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 60.0
+# Quiet seconds before a warm-up pass; only used when the real quiet
+# period is at least twice as long (otherwise it would gain nothing).
+WARM_QUIET_SECONDS = 1.0
 
 Clock = Callable[[], dt.datetime]
 
@@ -67,11 +77,18 @@ class PrereviewService:
         self.debouncer = Debouncer(
             self._run, settings.quiet_seconds, workers=workers, name="prereview"
         )
+        self.warmer: Debouncer | None = None
+        if settings.quiet_seconds >= 2 * WARM_QUIET_SECONDS:
+            self.warmer = Debouncer(
+                self._warm, WARM_QUIET_SECONDS, workers=1, name="prereview-warm"
+            )
         self.codes = [prefecture.code for prefecture in services.prefectures]
+        self._area_locks = {code: threading.Lock() for code in self.codes}
+        self.warmed = 0  # files opened by warm-up passes, for benchmarks
         self.watcher = AreaWatcher(
             services.storage.root / "areas",
             self.codes,
-            self.debouncer.touch,
+            self._touch,
             kind=settings.observer,
             quiet=settings.quiet_seconds,
         )
@@ -99,10 +116,14 @@ class PrereviewService:
     def start(self) -> None:
         """Start judging; the data root's ``areas`` folder must exist."""
         self.debouncer.start()
+        if self.warmer is not None:
+            self.warmer.start()
         try:
             self.watcher.start()
         except Exception:
             self.debouncer.stop()
+            if self.warmer is not None:
+                self.warmer.stop()
             raise
         self._sweeper = threading.Thread(
             target=self._sweep_forever, name="prereview-sweep", daemon=True
@@ -117,6 +138,8 @@ class PrereviewService:
         self.watcher.stop()
         self._sweeper.join(timeout)
         self._sweeper = None
+        if self.warmer is not None:
+            self.warmer.stop(timeout)
         self.debouncer.stop(timeout)
         logger.info("prereview stopped")
 
@@ -138,10 +161,26 @@ class PrereviewService:
             self.debouncer.touch(code)
         return stale
 
+    def _touch(self, code: str) -> None:
+        """A committed change in area ``code`` (from the observer)."""
+        self.debouncer.touch(code)
+        if self.warmer is not None:
+            self.warmer.touch(code)
+
     def _run(self, code: str) -> Outcome:
         origin = CATCH_UP if code in self._catching_up else UPLOAD
         self._catching_up.discard(code)
-        return self.prereviewer.run(code, at=self._clock(), origin=origin)
+        with self._area_locks[code]:  # waits for a warm-up in progress
+            return self.prereviewer.run(code, at=self._clock(), origin=origin)
+
+    def _warm(self, code: str) -> None:
+        lock = self._area_locks[code]
+        if not lock.acquire(blocking=False):
+            return  # the real run is at it
+        try:
+            self.warmed += self.prereviewer.warm(code, at=self._clock())
+        finally:
+            lock.release()
 
     def _sweep_forever(self) -> None:
         while True:
