@@ -8,11 +8,16 @@ is a ``VerifyResult`` whose ``exit_code`` is 0 when the chain is intact.
 Speed: rows are read in keyset-paginated batches through a raw DBAPI
 cursor, on a reader thread that stays a batch ahead, so that the
 database produces the next batch while this one is hashed (the drivers let
-go of the GIL while they wait). A long chain is split into consecutive
-segments checked by worker processes at once. A segment starts from the row
-just before it, so each link is checked exactly as in one pass, and the
-first problem of the lowest failing segment is the first problem of the
-chain.
+go of the GIL while they wait). The rest is CPU in Python (decoding the
+row, the canonical JSON, SHA-256: about 6 µs an entry), so a long chain is
+split into consecutive slices checked at once by this process and worker
+processes, each with its own connection. A slice starts from the stored
+row just before it and reads one row past its end, so every link across a
+seam is checked exactly as in one pass. Slices are combined in seq order:
+while all slices below one are intact, its predecessor row is a verified
+one and its scan is the serial scan of the same rows, so the first problem
+of the lowest failing slice is the one a single pass names (same seq, kind
+and message), and the slices above it are dropped.
 
 A chain alone cannot show that its last entries were removed, or that all
 of it was recomputed; checkpoints signed with a key kept apart from the
@@ -21,6 +26,7 @@ database can (see ``checkpoint``). Without one, the result says so.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -30,6 +36,7 @@ import multiprocessing
 import os
 import queue
 import threading
+from collections.abc import Callable
 from collections.abc import Generator
 from collections.abc import Iterable
 from collections.abc import Iterator
@@ -55,15 +62,30 @@ from .schema import chain_rows_select
 from .schema import read_head
 
 BATCH_SIZE = 20_000
-# Below this many entries, starting worker processes costs more than it saves.
-PARALLEL_THRESHOLD = 300_000
-MAX_WORKERS = 4
+# Entries per slice of a parallel verification: small enough to share the
+# work evenly and report progress, large enough that the query per slice
+# does not count.
+SLICE_SIZE = 100_000
+# Up to this many entries, starting worker processes costs more than it saves.
+PARALLEL_THRESHOLD = 200_000
 # How often a reader waiting for room checks that its consumer is still there.
 OFFER_TICK = 0.1
 
 T = TypeVar("T")
+# Called with (entries checked so far, entries in the chain).
+Progress = Callable[[int, int], None]
 
-__all__ = ["Problem", "ProblemKind", "VerifyResult", "verify_database"]
+# In a worker process: its engine for each database URL.
+_worker_engines: dict[str, sa.Engine] = {}
+
+__all__ = [
+    "Problem",
+    "ProblemKind",
+    "Progress",
+    "VerifyResult",
+    "default_jobs",
+    "verify_database",
+]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -102,15 +124,23 @@ def verify_database(
     key: VerifyKey | None,
     *,
     extra: Checkpoint | None = None,
-    workers: int | None = None,
+    jobs: int | None = None,
     batch_size: int = BATCH_SIZE,
+    slice_size: int = SLICE_SIZE,
+    progress: Progress | None = None,
 ) -> VerifyResult:
     """Verify the chain against its stored checkpoints signed by ``key``
     and against ``extra`` (a checkpoint the auditor kept).
 
-    ``workers``: processes to use; by default one per CPU (at most 4) for
-    chains longer than ``PARALLEL_THRESHOLD``, else none.
+    ``jobs``: worker processes; 1 checks the chain in this process. By
+    default, one per CPU for chains longer than ``PARALLEL_THRESHOLD``,
+    else 1. ``slice_size``: entries per slice handed to a worker.
+    ``progress`` is called now and then with the entries checked so far.
     """
+    if jobs is not None and jobs < 1:
+        raise ValueError("jobs must be at least 1")
+    if slice_size < 1 or batch_size < 1:
+        raise ValueError("slice_size and batch_size must be at least 1")
     # Checkpoints first: one made after the head is read could lie beyond it.
     required = [extra] if extra is not None else []
     marks = CheckpointMarks.build(list_checkpoints(engine), key, required)
@@ -118,12 +148,21 @@ def verify_database(
         return marks.result(ScanResult(0, None, marks.problem))
     with read_connection(engine) as conn:
         head = read_head(conn).seq
-    count = workers if workers is not None else _default_workers(head)
-    if count > 1 and head >= count:
-        scan = _scan_parallel(engine, head, marks, count, batch_size)
+    report = progress or _no_progress
+    count = jobs if jobs is not None else default_jobs(head)
+    if count > 1 and head > 1:
+        slices = _slices(head, count, slice_size)
+        scan = _scan_parallel(engine, slices, marks.heads, count, batch_size, report)
     else:
-        scan = scan_segment(engine, 1, head, marks.heads, batch_size)
+        scan = _scan_serial(engine, head, marks.heads, batch_size, report)
     return marks.result(scan)
+
+
+def default_jobs(head: int) -> int:
+    """Worker processes that pay for a chain whose head is ``head``."""
+    if head <= PARALLEL_THRESHOLD:
+        return 1
+    return _usable_cpus()
 
 
 def scan_rows(
@@ -177,12 +216,17 @@ def scan_segment(
     high: int,
     heads: dict[int, str],
     batch_size: int = BATCH_SIZE,
+    on_batch: Callable[[int], None] | None = None,
 ) -> ScanResult:
-    """Verify seq ``low`` to ``high``, linking to the row before ``low``."""
+    """Verify seq ``low`` to ``high``, linking to the row before ``low``.
+
+    ``on_batch`` is called with the number of rows of each batch read."""
     previous = _row_before(engine, low) if low > 1 else None
     start = low - 1 if previous is None else int(previous[0])
     # One row past the end, so that a problem at the end has a follower.
-    rows = iter_chain_rows(engine, after=start, until=high + 1, batch_size=batch_size)
+    rows = iter_chain_rows(
+        engine, after=start, until=high + 1, batch_size=batch_size, on_batch=on_batch
+    )
 
     def lookup(digest: str) -> int | None:
         return find_seq_of_hash(engine, digest)
@@ -197,6 +241,7 @@ def iter_chain_rows(
     after: int = 0,
     until: int | None = None,
     batch_size: int = BATCH_SIZE,
+    on_batch: Callable[[int], None] | None = None,
 ) -> Generator[Row, None, None]:
     """Chain rows (plain tuples) with ``after < seq <= until`` (default: the
     head) in seq order.
@@ -206,6 +251,7 @@ def iter_chain_rows(
     LIMIT query on a freshly filled PostgreSQL table may sort the whole
     table for every batch). Each batch goes through a raw DBAPI cursor,
     which is much faster than result rows for millions of rows.
+    ``on_batch`` is told the size of each batch once its rows are consumed.
     """
     if until is None:
         with read_connection(engine) as conn:
@@ -214,6 +260,8 @@ def iter_chain_rows(
     with contextlib.closing(read_ahead(batches)) as ahead:
         for rows in ahead:
             yield from rows
+            if on_batch is not None:
+                on_batch(len(rows))
 
 
 def read_ahead(batches: Iterator[T], depth: int = 1) -> Generator[T, None, None]:
@@ -361,44 +409,143 @@ def _mismatch(heads: dict[int, str], seq: int) -> Problem:
     )
 
 
-def _default_workers(head: int) -> int:
-    if head < PARALLEL_THRESHOLD:
-        return 1
-    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _no_progress(done: int, total: int) -> None:
+    pass
+
+
+def _scan_serial(
+    engine: sa.Engine,
+    head: int,
+    heads: dict[int, str],
+    batch_size: int,
+    progress: Progress,
+) -> ScanResult:
+    done = 0
+
+    def advance(rows: int) -> None:
+        nonlocal done
+        done = min(done + rows, head)
+        progress(done, head)
+
+    return scan_segment(engine, 1, head, heads, batch_size, on_batch=advance)
+
+
+def _slices(head: int, jobs: int, slice_size: int) -> list[tuple[int, int]]:
+    """Consecutive (low, high) seq ranges covering 1 to ``head``: at least
+    one per job, none longer than ``slice_size``, none empty."""
+    count = min(head, max(jobs, -(-head // slice_size)))
+    bounds = [head * i // count for i in range(count + 1)]
+    return [(low + 1, high) for low, high in itertools.pairwise(bounds)]
 
 
 def _scan_parallel(
     engine: sa.Engine,
-    head: int,
-    marks: CheckpointMarks,
-    workers: int,
+    slices: list[tuple[int, int]],
+    heads: dict[int, str],
+    jobs: int,
     batch_size: int,
+    progress: Progress,
 ) -> ScanResult:
+    """Check ``slices`` in ``jobs - 1`` worker processes and this one.
+
+    This process takes the lowest slice not yet handed out whenever it is
+    free, so its work starts at once while the workers start up, and keeps
+    each worker two slices ahead so that none waits for it."""
     url = engine.url.render_as_string(hide_password=False)
-    bounds = [head * i // workers for i in range(workers + 1)]
+    workers = jobs - 1
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = [
-            pool.submit(_scan_in_worker, url, low + 1, high, marks.heads, batch_size)
-            for low, high in itertools.pairwise(bounds)
-        ]
-        results = [future.result() for future in futures]
-    events = 0
-    for result in results:
-        events += result.events
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
+    merged = SliceResults(len(slices), slices[-1][1], progress)
+    pending = collections.deque(range(len(slices)))
+    running: dict[concurrent.futures.Future[ScanResult], int] = {}
+
+    def hand_out() -> None:
+        while len(running) < 2 * workers:
+            index = _take(pending, merged.limit)
+            if index is None:
+                return
+            low, high = slices[index]
+            future = pool.submit(_scan_in_worker, url, low, high, heads, batch_size)
+            running[future] = index
+
+    try:
+        while merged.final is None:
+            own = _take(pending, merged.limit)
+            hand_out()
+            if own is not None:
+                low, high = slices[own]
+                merged.add(own, scan_segment(engine, low, high, heads, batch_size))
+            elif running:
+                concurrent.futures.wait(
+                    running, return_when=concurrent.futures.FIRST_COMPLETED
+                )
+            else:
+                raise RuntimeError("parallel verification lost track of a slice")
+            for future in [f for f in running if f.done()]:
+                merged.add(running.pop(future), future.result())
+        return merged.final
+    finally:
+        # Slices above a problem (or all, after an error) are not needed.
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+class SliceResults:
+    """The results of slices, arriving in any order, combined in seq order
+    up to the first problem (``final`` once known)."""
+
+    def __init__(self, count: int, head: int, progress: Progress) -> None:
+        self.final: ScanResult | None = None
+        # Slices from this index on are not needed (one below has a problem).
+        self.limit = count
+        self._results: dict[int, ScanResult] = {}
+        self._next = self._events = 0
+        self._last: Row | None = None
+        self._head, self._progress = head, progress
+
+    def add(self, index: int, result: ScanResult) -> None:
+        self._results[index] = result
         if result.problem is not None:
-            return ScanResult(events, result.last, result.problem)
-    return ScanResult(events, results[-1].last, None)
+            self.limit = min(self.limit, index + 1)
+        while self.final is None and self._next in self._results:
+            result = self._results.pop(self._next)
+            self._next += 1
+            self._events += result.events
+            self._last = result.last
+            if result.problem is None:
+                self._progress(min(self._events, self._head), self._head)
+            if result.problem is not None or self._next == self.limit:
+                self.final = ScanResult(self._events, self._last, result.problem)
+
+
+def _take(pending: collections.deque[int], limit: int) -> int | None:
+    """The lowest slice still to hand out, if it is below ``limit``."""
+    if pending and pending[0] < limit:
+        return pending.popleft()
+    return None
 
 
 def _scan_in_worker(
     url: str, low: int, high: int, heads: dict[int, str], batch_size: int
 ) -> ScanResult:
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        return scan_segment(engine, low, high, heads, batch_size)
-    finally:
-        engine.dispose()
+    engine = _worker_engine(url)
+    return scan_segment(engine, low, high, heads, batch_size)
+
+
+def _worker_engine(url: str) -> sa.Engine:
+    """One engine per worker process (it checks several slices); no pooled
+    connection outlives a slice."""
+    engine = _worker_engines.get(url)
+    if engine is None:
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        _worker_engines[url] = engine
+    return engine
 
 
 def _chain_batches(

@@ -5,7 +5,8 @@ verification rate, on SQLite and PostgreSQL.
 Usage::
 
     python bench/audit_bench.py [--events 1000000] [--skip-sqlite]
-        [--skip-postgres] [--save FILE] [--baseline FILE]
+        [--skip-postgres] [--verify-runs 3] [--save FILE] [--baseline FILE]
+    python bench/audit_bench.py --verify-only URL [--verify-runs 5]
 
 ``--save FILE`` writes the figures as JSON; ``--baseline FILE`` prints each
 figure beside the one saved by an earlier run (of another version of the
@@ -16,6 +17,12 @@ database name on the local server); otherwise a throwaway database is
 created on postgresql+psycopg://postgres@127.0.0.1:5432/postgres and dropped
 afterwards. The engines are built like the server builds them (WAL and full
 sync on SQLite) when ``censusdrop.server.db`` is available.
+
+Verification runs ``--verify-runs`` times in one process (``jobs=1``) and
+as many times with one worker process per CPU, alternately, and prints the
+median of each; the CPU figure of a parallel run adds up the parent and
+its workers. ``--verify-only URL`` measures only that, on the chain already
+in that database (one filled by an earlier run, say), and changes nothing.
 
 CPU figures are per event and count only this process (and its verify
 workers), not the PostgreSQL server; on a busy machine they are steadier
@@ -57,6 +64,7 @@ LOAD_FILES = 150
 LOAD_TRANSFER_S = 0.005
 WRITER_THREAD = "censusdrop-audit-writer"
 
+DATABASE_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 # Figures where lower is better; the others are rates.
 LOWER_IS_BETTER = ("cpu", " ms")
 
@@ -68,19 +76,29 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--verify-runs", type=int, default=3)
+    parser.add_argument("--verify-only", metavar="URL", help="verify this chain")
     parser.add_argument("--save", type=Path, help="write the figures as JSON")
     parser.add_argument("--baseline", type=Path, help="compare with saved figures")
     args = parser.parse_args()
     baseline = json.loads(args.baseline.read_text()) if args.baseline else {}
+    runs = args.verify_runs
 
     results: dict[str, Figures] = {}
-    if not args.skip_sqlite:
+    if args.verify_only:
+        engine = make_engine(args.verify_only)
+        try:
+            name = DATABASE_NAMES.get(engine.dialect.name, engine.dialect.name)
+            results[name] = verify_rates(engine, runs)
+        finally:
+            engine.dispose()
+    elif not args.skip_sqlite:
         with tempfile.TemporaryDirectory() as folder:
             url = f"sqlite:///{Path(folder) / 'bench.db'}"
-            results["SQLite"] = run("SQLite", url, args.events)
-    if not args.skip_postgres:
+            results["SQLite"] = run("SQLite", url, args.events, runs)
+    if not args.skip_postgres and not args.verify_only:
         with postgres_database() as url:
-            results["PostgreSQL"] = run("PostgreSQL", url, args.events)
+            results["PostgreSQL"] = run("PostgreSQL", url, args.events, runs)
 
     for name, figures in results.items():
         print_table(name, figures, baseline.get(name, {}))
@@ -88,7 +106,7 @@ def main() -> None:
         args.save.write_text(json.dumps(results, indent=2) + "\n")
 
 
-def run(name: str, url: str, count: int) -> Figures:
+def run(name: str, url: str, count: int, verify_runs: int) -> Figures:
     engine = make_engine(url)
     metadata.create_all(engine)
     figures: Figures = {}
@@ -97,8 +115,7 @@ def run(name: str, url: str, count: int) -> Figures:
         figures |= write_rate(engine, count)
         figures |= small_file_load(engine)
         figures |= durable_latency(engine)
-        for workers in (1, 2):
-            figures |= verify_rate(engine, workers)
+        figures |= verify_rates(engine, verify_runs)
     finally:
         engine.dispose()
     return figures
@@ -183,19 +200,34 @@ def durable_latency(engine: sa.Engine) -> Figures:
     }
 
 
-def verify_rate(engine: sa.Engine, workers: int) -> Figures:
+def verify_rates(engine: sa.Engine, runs: int) -> Figures:
+    """Median rate and CPU of ``runs`` verifications in one process and as
+    many with one worker per CPU, taken in turn so that both see the same
+    load on the machine."""
+    jobs = len(os.sched_getaffinity(0))
+    samples: dict[int, list[tuple[float, float]]] = {1: [], jobs: []}
+    for _ in range(runs):
+        for count in samples:
+            samples[count].append(verify_once(engine, count))
+    figures: Figures = {}
+    for count, taken in samples.items():
+        label = f"verify {count}p"
+        figures[f"{label} events/s"] = statistics.median(r for r, _ in taken)
+        figures[f"{label} cpu us/event"] = statistics.median(c for _, c in taken)
+    return figures
+
+
+def verify_once(engine: sa.Engine, jobs: int) -> tuple[float, float]:
+    """Events per second and CPU microseconds per event of one run."""
     cpu_before = process_cpu()
     started = time.perf_counter()
-    result = verify_database(engine, None, workers=workers)
+    result = verify_database(engine, None, jobs=jobs)
     elapsed = time.perf_counter() - started
     cpu = process_cpu() - cpu_before
     if not result.ok:
         print(f"   verify FAILED: {result.problem}")
-    label = f"verify {workers}p"
-    return {
-        f"{label} events/s": result.events / elapsed,
-        f"{label} cpu us/event": cpu * 1e6 / max(result.events, 1),
-    }
+    print(f"   verify jobs={jobs}: {result.events / elapsed:,.0f} events/s", flush=True)
+    return result.events / elapsed, cpu * 1e6 / max(result.events, 1)
 
 
 def print_table(name: str, figures: Figures, baseline: Figures) -> None:

@@ -15,6 +15,8 @@ import datetime as dt
 import getpass
 import json
 import os
+import sys
+import time
 import zoneinfo
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,6 +57,9 @@ from censusdrop.cli.audit_output import Printer
 from censusdrop.cli.audit_report import report_choices
 from censusdrop.cli.audit_report import report_options
 from censusdrop.cli.audit_report import request_details
+
+# A verification shows a progress bar once it has run this long.
+PROGRESS_AFTER_S = 3.0
 
 
 class AuditContext(Protocol):
@@ -171,19 +176,24 @@ def sessions_command(ctx: click.Context, /, fmt: str, **fields: Any) -> None:
     "--public-key", "public_key_path", type=click.Path(exists=True, path_type=Path),
     help="Trust this public key (default: the configured signing key).",
 )  # fmt: skip
-@click.option("--workers", type=int, help="Worker processes (default: automatic).")
+@click.option(
+    "--jobs", "-j", type=click.IntRange(min=1),
+    help="Worker processes; 1 checks in this process (default: one per CPU "
+    "for chains over 200,000 entries).",
+)  # fmt: skip
 @click.pass_context
 def verify_command(
     ctx: click.Context,
     export_path: Path | None,
     checkpoint_path: Path | None,
     public_key_path: Path | None,
-    workers: int | None,
+    jobs: int | None,
 ) -> None:
     """Recompute the hash chain and check it against signed checkpoints.
 
     Exit code 0: intact; 1: tampering found (the first bad seq is named) or
-    verification impossible.
+    verification impossible. A progress bar appears on a terminal when it
+    takes more than a few seconds.
 
     Example: censusdrop audit verify --checkpoint kept/checkpoint-0612.json
     """
@@ -195,7 +205,10 @@ def verify_command(
             result = verify_export(export_path, key, extra)
         else:
             key = _trusted_key(app, public_key_path)
-            result = verify_database(app.engine(), key, extra=extra, workers=workers)
+            with _ProgressBar() as progress:
+                result = verify_database(
+                    app.engine(), key, extra=extra, jobs=jobs, progress=progress
+                )
     _print_verification(result, app.timezone)
     ctx.exit(result.exit_code)
 
@@ -370,6 +383,35 @@ def _trusted_key(app: AuditContext, path: Path | None) -> VerifyKey:
         raise click.ClickException(
             f"{exc} (pass --public-key with the audit public key)"
         ) from exc
+
+
+class _ProgressBar:
+    """A progress bar on stderr for a long verification: it appears only on
+    a terminal, and only once ``PROGRESS_AFTER_S`` have passed, so short
+    runs and scripts see nothing."""
+
+    def __init__(self) -> None:
+        self._started = time.monotonic()
+        self._bar: Any = None
+        self._shown = 0
+        self._is_terminal = sys.stderr.isatty()
+
+    def __enter__(self) -> _ProgressBar:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar is None:
+            waited = time.monotonic() - self._started
+            if not self._is_terminal or waited < PROGRESS_AFTER_S:
+                return
+            bar = click.progressbar(length=total, label="verifying", file=sys.stderr)
+            self._bar = bar.__enter__()
+        self._bar.update(done - self._shown)
+        self._shown = done
 
 
 def _print_verification(result: VerifyResult, zone_name: str) -> None:

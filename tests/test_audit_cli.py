@@ -152,6 +152,26 @@ def test_verify_exits_one_and_names_the_entry_when_tampered(
     assert "FAILED: seq 2: modified" in result.stdout
 
 
+def test_verify_in_worker_processes_gives_the_same_report(
+    settings: FakeSettings,
+) -> None:
+    with settings.engine().begin() as conn:
+        conn.execute(
+            sa.update(audit_events).where(audit_events.c.seq == 3).values(bytes=1)
+        )
+    one = run(settings, "verify", "--jobs", "1")
+    two = run(settings, "verify", "--jobs", "2")
+    assert one.exit_code == two.exit_code == 1
+    assert "FAILED: seq 3: modified" in one.stdout
+    assert two.stdout == one.stdout
+
+
+def test_verify_refuses_a_job_count_below_one(settings: FakeSettings) -> None:
+    result = run(settings, "verify", "--jobs", "0")
+    assert result.exit_code == 2
+    assert "'--jobs'" in result.stderr and "0 is not in the range" in result.stderr
+
+
 def test_a_kept_checkpoint_file_catches_a_cut_tail(
     settings: FakeSettings, tmp_path: Path
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +24,10 @@ from censusdrop.audit.schema import audit_checkpoints
 from censusdrop.audit.schema import audit_events
 from censusdrop.audit.schema import metadata
 from censusdrop.audit.store import AuditLog
+from censusdrop.audit.verify import PARALLEL_THRESHOLD
 from censusdrop.audit.verify import ProblemKind
 from censusdrop.audit.verify import VerifyResult
+from censusdrop.audit.verify import default_jobs
 from censusdrop.audit.verify import read_ahead
 from censusdrop.audit.verify import verify_database
 
@@ -299,11 +302,11 @@ def test_parallel_verification_finds_the_same_first_problem(
     engine: sa.Engine, key: SigningKey
 ) -> None:
     make_checkpoint(engine, key)
-    assert verify(engine, key, workers=2).events == EVENTS
+    assert verify(engine, key, jobs=2).events == EVENTS
     with engine.begin() as conn:
         conn.execute(sa.update(t).where(t.c.seq == 31).values(path="/x"))
         conn.execute(sa.delete(t).where(t.c.seq == 7))
-    problem = verify(engine, key, workers=3).problem
+    problem = verify(engine, key, jobs=3).problem
     assert problem is not None
     assert (problem.kind, problem.seq) == (ProblemKind.DELETED, 7)
 
@@ -313,7 +316,7 @@ def test_a_boundary_between_parallel_segments_is_checked(
 ) -> None:
     with engine.begin() as conn:  # segments of 2 workers: 1-20 and 21-40
         conn.execute(sa.delete(t).where(t.c.seq == 20))
-    problem = verify(engine, key, workers=2, batch_size=7).problem
+    problem = verify(engine, key, jobs=2, batch_size=7).problem
     assert problem is not None
     assert (problem.kind, problem.seq) == (ProblemKind.DELETED, 20)
 
@@ -393,3 +396,151 @@ def test_a_verification_stopped_by_a_problem_leaves_no_reader_running(
     assert result.problem is not None
     assert (result.problem.kind, result.problem.seq) == (ProblemKind.MODIFIED, 3)
     assert reader_threads() == []
+
+
+# Parallel verification: with 7 slices of at most 6 entries over the 40
+# (1-5, 6-11, 12-17, 18-22, 23-28, 29-34, 35-40), tampering at a slice's
+# first or last entry, across a seam or over a whole slice must be named
+# exactly as one pass names it.
+PARALLEL = {"jobs": 2, "slice_size": 6, "batch_size": 4}
+
+
+def modify_last_of_a_slice(engine: sa.Engine, key: SigningKey) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.update(t).where(t.c.seq == 17).values(bytes=1))
+
+
+def modify_a_hash(engine: sa.Engine, key: SigningKey) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.update(t).where(t.c.seq == 29).values(hash="0" * 64))
+
+
+def delete_first_of_a_slice(engine: sa.Engine, key: SigningKey) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.delete(t).where(t.c.seq == 23))
+
+
+def delete_a_whole_slice(engine: sa.Engine, key: SigningKey) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.delete(t).where(t.c.seq.between(6, 11)))
+
+
+def delete_and_renumber(engine: sa.Engine, key: SigningKey) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.delete(t).where(t.c.seq == 18))
+    shift(engine, 19, -1)
+
+
+def insert_at_a_seam(engine: sa.Engine, key: SigningKey) -> None:
+    fake = forged_row(12, rows(engine)[11]["hash"])
+    shift(engine, 12, +1)
+    with engine.begin() as conn:
+        conn.execute(sa.update(t).where(t.c.seq == 13).values(prev_hash=fake["hash"]))
+        conn.execute(sa.insert(t), [fake])
+
+
+def swap_across_a_seam(engine: sa.Engine, key: SigningKey) -> None:
+    with engine.begin() as conn:
+        set_seq(conn, {34: 35, 35: 34})
+
+
+def swap_far_apart(engine: sa.Engine, key: SigningKey) -> None:
+    with engine.begin() as conn:
+        set_seq(conn, {9: 38, 38: 9})
+
+
+def cut_the_tail(engine: sa.Engine, key: SigningKey) -> None:
+    make_checkpoint(engine, key)
+    with engine.begin() as conn:
+        conn.execute(sa.delete(t).where(t.c.seq > 28))
+
+
+def rehash_everything(engine: sa.Engine, key: SigningKey) -> None:
+    make_checkpoint(engine, key)
+    rewrite_chain(engine, start=1, stop=EVENTS)
+
+
+def rehash_up_to_a_checkpoint_mid_chain(engine: sa.Engine, key: SigningKey) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.delete(t).where(t.c.seq > 20))
+    make_checkpoint(engine, key)
+    AuditLog(engine).append([AuditEvent(ev.LIST) for _ in range(20)])
+    make_checkpoint(engine, key)
+    rewrite_chain(engine, start=3, stop=EVENTS)
+
+
+def two_problems(engine: sa.Engine, key: SigningKey) -> None:
+    with engine.begin() as conn:  # in two slices: the lower one is named
+        conn.execute(sa.update(t).where(t.c.seq == 36).values(account="x"))
+        conn.execute(sa.update(t).where(t.c.seq == 2).values(path="/x"))
+
+
+@pytest.mark.parametrize(
+    ("tamper", "kind", "seq"),
+    [
+        (modify_last_of_a_slice, ProblemKind.MODIFIED, 17),
+        (modify_a_hash, ProblemKind.MODIFIED, 29),
+        (delete_first_of_a_slice, ProblemKind.DELETED, 23),
+        (delete_a_whole_slice, ProblemKind.DELETED, 6),
+        (delete_and_renumber, ProblemKind.DELETED, 18),
+        (insert_at_a_seam, ProblemKind.INSERTED, 12),
+        (swap_across_a_seam, ProblemKind.REORDERED, 34),
+        (swap_far_apart, ProblemKind.REORDERED, 9),
+        (cut_the_tail, ProblemKind.TRUNCATED, 29),
+        (rehash_everything, ProblemKind.REWRITTEN, EVENTS),
+        (rehash_up_to_a_checkpoint_mid_chain, ProblemKind.REWRITTEN, 20),
+        (two_problems, ProblemKind.MODIFIED, 2),
+    ],
+    ids=lambda value: getattr(value, "__name__", None),
+)
+def test_parallel_slices_name_the_same_first_problem_as_one_pass(
+    engine: sa.Engine, key: SigningKey, tamper: Any, kind: ProblemKind, seq: int
+) -> None:
+    tamper(engine, key)
+
+    serial = verify(engine, key, jobs=1)
+    parallel = verify(engine, key, **PARALLEL)
+
+    assert serial.problem is not None
+    assert (serial.problem.kind, serial.problem.seq) == (kind, seq)
+    assert parallel == serial
+
+
+def test_an_intact_chain_verifies_the_same_in_slices(
+    engine: sa.Engine, key: SigningKey
+) -> None:
+    make_checkpoint(engine, key)
+
+    parallel = verify(engine, key, **PARALLEL)
+
+    assert parallel.ok
+    assert parallel == verify(engine, key, jobs=1)
+    assert (parallel.events, parallel.head_seq) == (EVENTS, EVENTS)
+
+
+@pytest.mark.parametrize("options", [{"jobs": 1, "batch_size": 7}, PARALLEL])
+def test_progress_is_reported_up_to_the_whole_chain(
+    engine: sa.Engine, key: SigningKey, options: dict[str, int]
+) -> None:
+    calls: list[tuple[int, int]] = []
+
+    verify(
+        engine, key, progress=lambda done, total: calls.append((done, total)), **options
+    )
+
+    done = [d for d, _ in calls]
+    assert len(calls) >= 2 and done == sorted(done)
+    assert calls[-1] == (EVENTS, EVENTS)
+
+
+def test_a_short_chain_is_verified_in_one_process_by_default() -> None:
+    assert default_jobs(PARALLEL_THRESHOLD) == 1
+    assert default_jobs(PARALLEL_THRESHOLD + 1) == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize("options", [{"jobs": 0}, {"slice_size": 0}])
+def test_nonsense_job_or_slice_counts_are_refused(
+    engine: sa.Engine, key: SigningKey, options: dict[str, int]
+) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        verify(engine, key, **options)
