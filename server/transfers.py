@@ -5,11 +5,20 @@ opened (a resumed upload checked again) on a worker thread while that
 record is being committed, and no byte moves before both are done; a
 transfer's end is recorded with its bytes, version and SHA-256, and a
 reviewer's download goes onto the custody ledger.
+
+A binary download is not hashed while it is sent from offset 0: when it
+ends complete, the version's SHA-256 from the index is the digest of what
+it served (``details.digest_source`` "index"; see ``Download``). One that
+resumed at an offset is hashed as it is sent; one cut short has the bytes
+it sent read again and hashed on a worker thread, and its end record is
+written then ("computed"): it may follow later records of its session in
+the chain, its time being the end of the transfer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable
@@ -21,6 +30,7 @@ from pyftpdlib.handlers import TLS_FTPHandler
 from pyftpdlib.utils import strerror
 
 from censusdrop.audit import events
+from censusdrop.audit.events import AuditEvent
 from censusdrop.server import names
 from censusdrop.server.custody import ReviewerDownload
 from censusdrop.server.custody import record_off_loop
@@ -37,6 +47,7 @@ from censusdrop.server.filesystem import NoRoom
 from censusdrop.server.filesystem import OverQuota
 from censusdrop.server.storage.store import Download
 from censusdrop.server.storage.store import Upload
+from censusdrop.server.storage.streams import Served
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +161,9 @@ class TransferCommands(TLS_FTPHandler):  # type: ignore[misc]
         except Exception as exc:
             self._open_failed(file, mode, rest, exc)
             return
+        if isinstance(handle, Download) and self._current_type != "a":
+            # Binary: what is sent is the plaintext itself (see Download).
+            handle.trust_index()
         self.fs.hand_over(file, handle)
         if mode == "rb":
             TLS_FTPHandler.ftp_RETR(self, file)
@@ -216,24 +230,23 @@ class TransferCommands(TLS_FTPHandler):  # type: ignore[misc]
         bytes: int,
     ) -> None:
         handle = self.data_channel.file_obj if self.data_channel else None
-        fields: dict[str, Any] = {"bytes": bytes}
         details: dict[str, Any] = {"seconds": elapsed}
-        if isinstance(handle, Upload) and handle.resumed_from:
-            details["resumed_from"] = handle.resumed_from
-        if isinstance(handle, Upload) and handle.committed is not None:
-            fields.update(version=handle.committed.id, digest=handle.committed.sha256)
-        elif isinstance(handle, Download):
-            fields.update(version=handle.version_id, digest=handle.served_digest())
-        action = events.UPLOAD_END if receive else events.DOWNLOAD_END
-        self.audit(
-            action,
-            events.OK if completed else events.ABORTED,
-            path=filename,
-            details=details,
-            **fields,
-        )
         if isinstance(handle, Download):
-            self._note_custody(filename, handle, bytes, completed)
+            self._download_ended(filename, handle, bytes, completed, details)
+        else:
+            fields: dict[str, Any] = {"bytes": bytes}
+            if isinstance(handle, Upload) and handle.resumed_from:
+                details["resumed_from"] = handle.resumed_from
+            if isinstance(handle, Upload) and handle.committed is not None:
+                committed = handle.committed
+                fields.update(version=committed.id, digest=committed.sha256)
+            self.audit(
+                events.UPLOAD_END if receive else events.DOWNLOAD_END,
+                events.OK if completed else events.ABORTED,
+                path=filename,
+                details=details,
+                **fields,
+            )
         logger.info(
             "%s transfer cmd=%s path=%s bytes=%d complete=%s seconds=%.3f",
             self._prefix(),
@@ -243,6 +256,45 @@ class TransferCommands(TLS_FTPHandler):  # type: ignore[misc]
             completed,
             elapsed,
         )
+
+    def _download_ended(
+        self,
+        filename: str,
+        handle: Download,
+        sent: int,
+        completed: bool,
+        details: dict[str, Any],
+    ) -> None:
+        """Record a download's end with the SHA-256 of what it sent: at once
+        when that is known, else once the bytes sent have been read again
+        on a worker thread (a download from offset 0 cut short)."""
+        event = self._event(
+            events.DOWNLOAD_END,
+            events.OK if completed else events.ABORTED,
+            path=filename,
+            bytes=sent,
+            version=handle.version_id,
+            details=details,
+        )
+        audit = self.services.audit
+        served = handle.served(sent, complete=completed)
+        if served is not None:
+            handle.release()
+            audit.emit(_with_digest(event, served))
+        else:
+            self._record_later(event, handle, sent)
+        self._note_custody(filename, handle, sent, completed)
+
+    def _record_later(self, event: AuditEvent, handle: Download, sent: int) -> None:
+        audit = self.services.audit
+
+        def record() -> None:
+            audit.emit(_with_digest(event, handle.served_again(sent)))
+
+        try:
+            self.services.bridge.run(record, _recorded, io=True)
+        except RuntimeError:
+            record()  # the server is shutting down and its workers are gone
 
     def _note_custody(
         self, filename: str, handle: Download, sent: int, completed: bool
@@ -266,6 +318,16 @@ class TransferCommands(TLS_FTPHandler):  # type: ignore[misc]
         record_off_loop(self.services.custody, item, self.services.bridge)
 
     # --- logging and the audit trail of commands
+
+
+def _with_digest(event: AuditEvent, served: Served) -> AuditEvent:
+    details = {**event.details, "digest_source": served.source}
+    return dataclasses.replace(event, digest=served.sha256, details=details)
+
+
+def _recorded(future: Future[None]) -> None:
+    if future.exception() is not None:
+        logger.error("download end not recorded", exc_info=future.exception())
 
 
 class _TransferStart:

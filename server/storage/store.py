@@ -193,7 +193,9 @@ class Storage:
         current = self.current_version(area, path)
         if current is None:
             raise NotCurrent()
-        return Download(local, self.keyring, path, expected_id=current.id)
+        return Download(
+            local, self.keyring, path, expected_id=current.id, sha256=current.sha256
+        )
 
     def read_bytes(self, area: str, path: str) -> bytes:
         with self.open_read(area, path) as handle:
@@ -396,7 +398,13 @@ class Storage:
         for version in self.history(area, path):
             if version.id == version_id:
                 local = self.layout.blob(index.blob_of(version))
-                return Download(local, self.keyring, path, expected_id=version.id)
+                return Download(
+                    local,
+                    self.keyring,
+                    path,
+                    expected_id=version.id,
+                    sha256=version.sha256,
+                )
         raise NotFound(f"no version {version_id} of {path}")
 
     # --- helpers

@@ -9,7 +9,9 @@ Guarantees: an upload becomes a version only through ``commit``; one that
 is closed uncommitted is kept as a resumable partial when it has a key (an
 FTP upload of an account) and holds at least one whole chunk, and is
 removed otherwise; one that failed for lack of space is always removed. A
-download returns only authenticated bytes of the file it was opened for.
+download returns only authenticated bytes of the file it was opened for,
+and gives the index's SHA-256 as the digest of what it served only when it
+served every byte from offset 0 and authenticated the end.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import BinaryIO
 from .crypto import DecryptingReader
 from .crypto import EncryptingWriter
 from .crypto import read_header
+from .errors import IntegrityError
 from .errors import NoSpace
 from .errors import NotCurrent
 from .errors import QuotaExceeded
@@ -41,6 +44,11 @@ logger = logging.getLogger(__name__)
 
 COPY_CHUNK = 1024 * 1024
 
+# How the SHA-256 of what a download served was obtained (``Served``).
+DIGEST_FROM_INDEX = "index"  # every byte from 0, end authenticated
+DIGEST_COMPUTED = "computed"  # hashed from the bytes themselves
+DIGEST_UNAVAILABLE = "unavailable"  # they no longer read back
+
 
 @dataclasses.dataclass(frozen=True)
 class VersionInfo:
@@ -53,6 +61,14 @@ class VersionInfo:
     created_at: dt.datetime
     account: str | None
     state: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Served:
+    """The SHA-256 of the bytes a download sent, and how it was obtained."""
+
+    sha256: str | None
+    source: str
 
 
 class Upload:
@@ -205,7 +221,19 @@ class Download:
     """A decrypting, seekable reader of one stored file (no ``fileno``).
 
     ``expected_id``, when given, is the file id the index holds for what is
-    being opened; a file with another id raises ``NotCurrent``.
+    being opened; a file with another id raises ``NotCurrent``. ``sha256``
+    is the index's SHA-256 of that version's plaintext, when known.
+
+    Every byte read is hashed, unless ``trust_index`` was called (the FTP
+    download path) and the reading started at offset 0 of a file whose
+    index SHA-256 is known: each chunk authenticates under the file's key
+    with its index and the last-chunk flag, and the header's file id was
+    checked against the index, so a read that reached the end returned
+    exactly the plaintext that digest covers (``served``). A transfer cut
+    short gets the digest of what it sent by reading that prefix again
+    (``served_again``, slow); such a download keeps its file open after
+    ``close`` until ``release``, so that the prefix is read from the very
+    file that was sent.
     """
 
     def __init__(
@@ -214,6 +242,7 @@ class Download:
         keyring: Keyring,
         name: str,
         expected_id: str | None = None,
+        sha256: str | None = None,
     ) -> None:
         self.name = name
         raw = local.open("rb")
@@ -227,31 +256,106 @@ class Download:
             raw.close()
             raise
         self.size = self._reader.size
+        self.sha256 = sha256 if expected_id is not None else None
         self.served_from = 0
-        self._digest = hashlib.sha256()
+        self._read = 0  # bytes returned since the last seek
+        self._reached_end = False  # a read since the last seek proved the end
+        self._digest: hashlib._Hash | None = hashlib.sha256()
+        self._trusting = False
+        self._closed = False
 
     @property
     def closed(self) -> bool:
-        return self._reader.closed
+        return self._closed
+
+    def trust_index(self) -> None:
+        """Hash reads from offset 0 no more (see the class docstring)."""
+        self._trusting = True
+        if self._read == 0:
+            self._restart(self.served_from)
 
     def read(self, size: int = -1) -> bytes:
         data = self._reader.read(size)
-        self._digest.update(data)
+        self._read += len(data)
+        if self._digest is not None:
+            self._digest.update(data)
+        # The reader checked the last chunk before returning from a read
+        # that reached the end.
+        self._reached_end = self._reader.tell() >= self.size
         return data
 
     def seek(self, offset: int, whence: int = 0) -> int:
         position = self._reader.seek(offset, whence)
-        self.served_from, self._digest = position, hashlib.sha256()
+        self._restart(position)
         return position
 
     def served_digest(self) -> str:
-        """SHA-256 of the bytes read since the last seek (what was served)."""
+        """SHA-256 of the bytes read since the last seek, while hashing."""
+        if self._digest is None:
+            raise StorageError("reads from offset 0 are not being hashed")
         return self._digest.hexdigest()
+
+    def served(self, sent: int, *, complete: bool) -> Served | None:
+        """The SHA-256 of the ``sent`` bytes from ``served_from``, if known
+        without reading them again; None if ``served_again`` must.
+
+        A complete transfer of every byte of the file from offset 0, the
+        end authenticated, gets the index's digest. Otherwise it is the
+        running hash, when that covers exactly ``sent`` bytes; without
+        ``trust_index`` (an ASCII transfer, whose line ends are rewritten
+        on the way) it is the hash of the bytes read, whatever was sent.
+        """
+        index = self.sha256
+        if complete and index is not None and self._is_whole(sent):
+            return Served(index, DIGEST_FROM_INDEX)
+        hashed = self._digest
+        if hashed is not None and (self._read == sent or not self._trusting):
+            return Served(hashed.hexdigest(), DIGEST_COMPUTED)
+        if sent == 0:
+            return Served(hashlib.sha256().hexdigest(), DIGEST_COMPUTED)
+        return None
+
+    def served_again(self, sent: int) -> Served:
+        """Read the ``sent`` bytes from ``served_from`` again and hash them;
+        then ``release``. Slow (a decryption and a hash): off the loop.
+
+        The digest is None when they no longer read back (the file was
+        changed in place since they were sent), with the source saying so.
+        """
+        digest = hashlib.sha256()
+        try:
+            self._reader.seek(self.served_from)
+            remaining = sent
+            while remaining > 0:
+                chunk = self._reader.read(min(remaining, COPY_CHUNK))
+                if not chunk:
+                    raise IntegrityError("the file ended before the bytes sent")
+                digest.update(chunk)
+                remaining -= len(chunk)
+        except (IntegrityError, OSError, ValueError) as exc:
+            logger.error(
+                "bytes sent cannot be read again file_id=%s error=%s",
+                self.version_id,
+                exc,
+            )
+            return Served(None, DIGEST_UNAVAILABLE)
+        finally:
+            self.release()
+        return Served(digest.hexdigest(), DIGEST_COMPUTED)
 
     def tell(self) -> int:
         return self._reader.tell()
 
     def close(self) -> None:
+        """Close; a trusting download that sent bytes stays open for
+        ``served_again`` until ``release``."""
+        self._closed = True
+        if not (self._trusting and self._read > 0):
+            self.release()
+
+    def release(self) -> None:
+        """Close the file itself."""
+        self._closed = True
         self._reader.close()
 
     def __enter__(self) -> Download:
@@ -259,6 +363,20 @@ class Download:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _restart(self, position: int) -> None:
+        """Count (and hash, unless trusted) what is read from ``position``."""
+        self.served_from, self._read, self._reached_end = position, 0, False
+        trusted = self._trusting and position == 0 and self.sha256 is not None
+        self._digest = None if trusted else hashlib.sha256()
+
+    def _is_whole(self, sent: int) -> bool:
+        """Whether ``sent`` bytes from here are the whole authenticated file."""
+        return (
+            self.served_from == 0
+            and self._reached_end
+            and self._read == sent == self.size
+        )
 
 
 def digest_of(reader: Download) -> tuple[str, int]:
