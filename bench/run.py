@@ -5,6 +5,7 @@ One command (as root, from the project's virtualenv)::
     python bench/run.py              # 1 GiB, 2,000 small files, 200 clients; 3 rounds
     python bench/run.py --quick      # 128 MiB, 300 files, 50 clients; 1 round
     python bench/run.py --postgres   # adds censusdrop on a throwaway PostgreSQL
+    python bench/run.py --workers 2  # adds censusdrop with server.workers = 2
 
 It installs what is missing (see ``peers/debian.py``), starts every server
 on 127.0.0.1 with TLS 1.2 required on control and data connections, runs
@@ -136,6 +137,12 @@ def parse_args() -> argparse.Namespace:
         help=f"also run censusdrop on a throwaway database (default {PG_URL})",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="also run censusdrop with N server processes (server.workers)",
+    )
+    parser.add_argument(
         "--only",
         nargs="+",
         choices=["pyftpdlib", *PEERS],
@@ -185,6 +192,12 @@ def start_servers(
     candidates.append(Censusdrop(setting, ports()))
     if args.postgres:
         candidates.append(Censusdrop(setting, ports(), postgres_url=args.postgres))
+    if args.workers and args.workers > 1:
+        candidates.append(CensusdropWorkers(setting, ports(), args.workers))
+        if args.postgres:
+            candidates.append(
+                CensusdropWorkers(setting, ports(), args.workers, args.postgres)
+            )
     if not args.only or "pyftpdlib" in args.only:
         candidates.append(StockPyftpdlib(setting, ports()))
     for name, cls in PEERS.items():
@@ -202,6 +215,29 @@ def start_servers(
             started.remove(server)
             with contextlib.suppress(Exception):
                 server.stop()
+
+
+class CensusdropWorkers(Censusdrop):
+    """censusdrop with ``server.workers = N``, on SQLite or PostgreSQL."""
+
+    def __init__(
+        self,
+        setting: Setting,
+        ports: Ports,
+        workers: int,
+        postgres_url: str | None = None,
+    ) -> None:
+        super().__init__(setting, ports, postgres_url=postgres_url)
+        suffix = " PG" if postgres_url else ""
+        self.key = f"{self.key}-w{workers}"
+        self.label = f"censusdrop ×{workers}{suffix}"
+        self.folder = setting.workdir / self.key
+        self.workers = workers
+
+    def _environment(self) -> dict[str, str]:
+        env = super()._environment()
+        env["CENSUSDROP_SERVER_WORKERS"] = str(self.workers)
+        return env
 
 
 def header(plan: bench.Plan, setting: Setting, servers: list[Server]) -> str:
@@ -230,7 +266,9 @@ def notes(plan: bench.Plan, load: OtherLoad) -> str:
             "",
             f"Medians of {plan.rounds} round(s), {size}. MB = 10^6 bytes.",
             "× = censusdrop speed ÷ peer speed (above 1.0: censusdrop ahead);"
-            " with PG, the second ratio is censusdrop on PostgreSQL.",
+            " with PG, the second ratio is censusdrop on PostgreSQL;"
+            " in a censusdrop ×N column (--workers), the ratio is censusdrop"
+            " in one process ÷ it.",
             "CPU: user+system seconds of the server's process tree, reaped"
             " children included, over every test and its settling.",
             "Peak RSS: VmHWM of the main process; for forking servers, if larger,"

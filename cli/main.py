@@ -30,6 +30,7 @@ from censusdrop.config.prefectures import PrefectureError
 from censusdrop.config.settings import CONFIG_NAME
 from censusdrop.config.settings import ConfigError
 from censusdrop.config.settings import Settings
+from censusdrop.config.settings import check_workers
 from censusdrop.server.accounts import AccountError
 from censusdrop.server.app import CensusServer
 from censusdrop.server.app import StartupError
@@ -48,6 +49,7 @@ from censusdrop.server.privileges import look_up
 from censusdrop.server.privileges import share_round_keys
 from censusdrop.server.tls import TLSConfigError
 from censusdrop.server.tls import fingerprint
+from censusdrop.server.workers import Supervisor
 
 DEMO_ACCOUNT = "demo-wuhan"
 DEMO_PREFECTURE = "420100"
@@ -121,6 +123,11 @@ def init(folder: Path, user: str | None, state: Path | None) -> None:
     help="Started as root: become this user after binding (overrides server.user).",
 )
 @click.option("--group", help="Its group (overrides server.group).")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    help="Server processes for this run (overrides server.workers).",
+)
 @click.pass_obj
 def serve(
     app: AppContext,
@@ -129,6 +136,7 @@ def serve(
     verbose: bool,
     user: str | None,
     group: str | None,
+    workers: int | None,
 ) -> None:
     """Run the FTPS server until SIGINT or SIGTERM.
 
@@ -136,8 +144,9 @@ def serve(
     Example:
       censusdrop --config /srv/censusdrop/censusdrop.toml serve --port 2121
       censusdrop --config /etc/censusdrop/censusdrop.toml serve --user censusdrop
+      censusdrop --config /srv/censusdrop/censusdrop.toml serve --workers 2
     """
-    run_server(app, host, port, verbose, user=user, group=group)
+    run_server(app, host, port, verbose, user=user, group=group, workers=workers)
 
 
 def run_server(
@@ -148,11 +157,16 @@ def run_server(
     *,
     user: str | None = None,
     group: str | None = None,
+    workers: int | None = None,
 ) -> None:
-    configure_logging(verbose)
     settings = _run_as_settings(app.settings, user, group)
+    settings = _workers_settings(settings, workers)
+    configure_logging(verbose, with_pid=settings.server.workers > 1)
     # Read now: a server that drops privileges may not read it later.
     print_fp = _fingerprint(settings)
+    if settings.server.workers > 1:
+        run_supervisor(settings, app, host, port, print_fp)
+        return
     try:
         # A server that drops privileges checks the database as its user.
         services = open_services(settings, check_database=not settings.server.user)
@@ -163,6 +177,37 @@ def run_server(
     install_signal_handlers(server)
     announce(server, app, print_fp)
     server.serve()
+
+
+def run_supervisor(
+    settings: Settings,
+    app: AppContext,
+    host: str | None,
+    port: int | None,
+    print_fp: str,
+) -> None:
+    """Bind, drop privileges, then fork ``server.workers`` processes."""
+    try:
+        services = open_services(
+            settings, check_database=not settings.server.user, start_audit=False
+        )
+        supervisor = Supervisor(services, settings.server.workers, host, port)
+    except StartupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    supervisor.start()  # catches signals before the workers exist
+    announce(supervisor, app, print_fp)
+    supervisor.run()
+
+
+def _workers_settings(settings: Settings, workers: int | None) -> Settings:
+    if workers is None:
+        return settings
+    server = dataclasses.replace(settings.server, workers=workers)
+    try:
+        check_workers(server)
+    except ConfigError as exc:
+        raise click.ClickException(f"--workers: {exc}") from exc
+    return dataclasses.replace(settings, server=server)
 
 
 def _init_run_as(user: str | None, state: Path | None) -> RunAs | None:
@@ -255,7 +300,7 @@ def db_upgrade(app: AppContext) -> None:
     click.echo("database schema is up to date")
 
 
-def announce(server: CensusServer, app: AppContext, print_fp: str) -> None:
+def announce(server: CensusServer | Supervisor, app: AppContext, print_fp: str) -> None:
     host, port = server.address
     settings = app.settings
     click.echo(f"censusdrop listening on {host}:{port} (explicit FTPS, AUTH TLS)")
@@ -265,6 +310,9 @@ def announce(server: CensusServer, app: AppContext, print_fp: str) -> None:
     if server.run_as is not None:
         click.echo(f"running as {server.run_as}")
     click.echo(f"certificate SHA-256 fingerprint: {print_fp}")
+    if isinstance(server, Supervisor):
+        pids = " ".join(str(pid) for pid in server.pids)
+        click.echo(f"worker processes {pids} (parent {os.getpid()})")
     click.echo(f"passive ports {settings.server.passive_ports}; stop with Ctrl-C")
     sys.stdout.flush()
 
@@ -285,10 +333,12 @@ def install_signal_handlers(server: CensusServer) -> None:
     signal.signal(signal.SIGINT, stop)
 
 
-def configure_logging(verbose: bool) -> None:
+def configure_logging(verbose: bool, *, with_pid: bool = False) -> None:
+    # With several processes, each line names the one that wrote it.
+    process = " [%(process)d]" if with_pid else ""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        format=f"%(asctime)s{process} %(levelname)s %(name)s %(message)s",
     )
     if not verbose:
         logging.getLogger("pyftpdlib").setLevel(logging.WARNING)

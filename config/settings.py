@@ -26,6 +26,7 @@ from typing import Any
 
 CONFIG_ENV = "CENSUSDROP_CONFIG"
 CONFIG_NAME = "censusdrop.toml"
+MAX_WORKERS = 64
 
 
 class ConfigError(Exception):
@@ -42,6 +43,7 @@ class ServerSettings:
     allow_active_mode: bool = False
     max_connections: int = 256
     max_connections_per_ip: int = 16
+    workers: int = 1
     idle_timeout: int = 300
     line_timeout: int = 30
     data_timeout: int = 120
@@ -308,6 +310,7 @@ def _check(settings: Settings) -> None:
     ):
         if getattr(server, key) < 1:
             raise ConfigError(f"server.{key}: must be at least 1")
+    check_workers(server)
     tls = settings.tls
     for key in ("min_version", "max_version"):
         if getattr(tls, key) not in ("1.2", "1.3"):
@@ -331,6 +334,17 @@ def _check(settings: Settings) -> None:
             f"audit.timezone: {settings.audit.timezone!r} is not a known time zone"
         ) from None
     _check_prereview(settings.prereview)
+
+
+def check_workers(server: ServerSettings) -> None:
+    """``server.workers`` within bounds, with passive ports for each."""
+    if not 1 <= server.workers <= MAX_WORKERS:
+        raise ConfigError(f"server.workers: must lie within 1-{MAX_WORKERS}")
+    if len(parse_port_range(server.passive_ports)) < server.workers:
+        raise ConfigError(
+            "server.workers: each worker needs passive ports of its own;"
+            " widen server.passive_ports"
+        )
 
 
 def _check_prereview(prereview: PrereviewSettings) -> None:

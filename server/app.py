@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import errno
 import logging
 import os
@@ -87,12 +88,18 @@ def password_hasher(settings: Settings) -> PasswordHasher:
 
 
 def open_services(
-    settings: Settings, *, with_tls: bool = True, check_database: bool = True
+    settings: Settings,
+    *,
+    with_tls: bool = True,
+    check_database: bool = True,
+    start_audit: bool = True,
 ) -> Services:
     """Every part the server needs; ``StartupError`` if one is unusable.
 
     ``check_database=False`` leaves the database untouched, for a server
     that drops privileges first and checks it as its run user.
+    ``start_audit=False`` starts no audit writer (no thread): a parent that
+    forks workers leaves a ``PendingAudit`` that each worker starts.
     """
     try:
         engine = make_engine(settings.database_url)
@@ -140,44 +147,80 @@ def open_services(
             files=settings.storage.area_quota_files,
         ),
     )
+    pending = PendingAudit(settings, _signing_key(settings))
     return Services(
         settings=settings,
         engine=engine,
         prefectures=prefectures,
         accounts=accounts,
         storage=storage,
-        audit=AuditWriter(
-            engine,
-            checkpoint_key=_signing_key(settings),
-            checkpoint_interval=settings.audit.checkpoint_interval_minutes * 60.0,
-        ),
+        audit=pending.start(engine) if start_audit else pending,
         ssl_context=context,  # type: ignore[arg-type]
     )
+
+
+class PendingAudit:
+    """An audit writer not started yet: what a worker process needs to
+    start its own (the signing key was read before a privilege drop)."""
+
+    def __init__(self, settings: Settings, checkpoint_key: Any) -> None:
+        self.settings = settings
+        self.checkpoint_key = checkpoint_key
+
+    def start(self, engine: Any) -> AuditWriter:
+        minutes = self.settings.audit.checkpoint_interval_minutes
+        return AuditWriter(
+            engine,
+            checkpoint_key=self.checkpoint_key,
+            checkpoint_interval=minutes * 60.0,
+        )
+
+    def emit(self, event: Any) -> None:
+        raise AuditError("the audit writer of this process is not started")
+
+    def emit_durable(self, event: Any, timeout: float = 10.0) -> None:
+        self.emit(event)
+
+    def submit_durable(self, event: Any, done: Any) -> None:
+        self.emit(event)
+
+
+@dataclasses.dataclass(frozen=True)
+class Prebound:
+    """What a supervising parent did for one worker process: its listening
+    sockets (bound, privileges dropped, storage prepared), and whether
+    this worker runs the once-only jobs (pre-review, periodic sweep)."""
+
+    explicit: socket.socket
+    implicit: socket.socket | None
+    run_as: RunAs | None
+    once_only: bool
+    # pyftpdlib's per-address list, shared with the other workers.
+    ip_map: list[str] | None = None
 
 
 class CensusServer:
     """The FTPS listeners (explicit, and implicit if configured) on one loop."""
 
     def __init__(
-        self, services: Services, host: str | None = None, port: int | None = None
+        self,
+        services: Services,
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        prebound: Prebound | None = None,
     ) -> None:
         self.services = services
         server = services.settings.server
-        try:
-            wanted = run_as_of(services.settings)
-        except PrivilegeError as exc:
-            raise StartupError(str(exc)) from exc
-        try:  # a key file that cannot be used stops start-up, named
-            _check_keys(services.storage, wanted)
-        except StorageError as exc:
-            raise StartupError(f"storage.keys_dir: {exc}") from exc
-        except OSError as exc:
-            raise StartupError(f"storage.data_root: {exc}") from exc
+        wanted = None if prebound is not None else check_startup(services)
+        once_only = prebound is None or prebound.once_only
         try:  # first: nothing to undo when the checklist is unusable
-            self.prereview = PrereviewService.from_services(services)
+            self.prereview = (
+                PrereviewService.from_services(services) if once_only else None
+            )
         except ChecklistError as exc:
             raise StartupError(f"reference.checklist: {exc}") from exc
-        self.ioloop = IOLoop()
+        self.ioloop = IOLoop()  # made in this process: never shared by a fork
         services.bridge = LoopBridge(self.ioloop)
         # Ends reviewer sessions when their access ends (guard.py).
         self.guard = AccessGuard(services, self.ioloop)
@@ -186,41 +229,49 @@ class CensusServer:
         self._stop = threading.Event()
         self._stopped = threading.Event()
         self.listeners: list[FTPServer] = []
-        host = host or server.host
-        self.listeners.append(
-            self._listen(handler, host, server.port if port is None else port)
-        )
-        if server.implicit_tls_port:
-            implicit = type("ImplicitHandler", (ImplicitTLSMixin, handler), {})
-            self.listeners.append(
-                self._listen(implicit, host, server.implicit_tls_port)
-            )
+        if prebound is None:
+            self._listen_all(handler, host or server.host, port)
+        else:
+            self._adopt(handler, prebound)
         for listener in self.listeners:
             listener.max_cons = server.max_connections
             listener.max_cons_per_ip = server.max_connections_per_ip
-        # Ports are bound and keys read: root is no longer needed.
-        self.run_as = self._drop_privileges(wanted)
-        swept = services.storage.prepare()
-        logger.info("storage ready swept=%d", swept)
-        # Expire interrupted uploads and finish what a crash left in staging.
-        self.ioloop.call_every(
-            600, services.bridge.executor.submit, services.storage.sweep
-        )
+            if prebound is not None and prebound.ip_map is not None:
+                listener.ip_map = prebound.ip_map
+        if prebound is None:
+            # Ports are bound and keys read: root is no longer needed.
+            self.run_as = self._drop_privileges(wanted)
+            swept = services.storage.prepare()
+            logger.info("storage ready swept=%d", swept)
+        else:
+            self.run_as = prebound.run_as
+        if once_only:
+            # Expire interrupted uploads and finish what a crash left in
+            # staging.
+            self.ioloop.call_every(
+                600, services.bridge.executor.submit, services.storage.sweep
+            )
 
-    def _listen(self, handler: type[CensusHandler], host: str, port: int) -> FTPServer:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        try:
-            # Bound here rather than by pyftpdlib, whose error hides errno.
-            sock = socket.create_server((host, port), family=family, backlog=128)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise StartupError(
-                    f"server.port: {host}:{port} is already in use"
-                ) from exc
-            raise StartupError(
-                f"server.host: cannot listen on {host}:{port}: {exc.strerror}"
-            ) from exc
-        return FTPServer(sock, handler, ioloop=self.ioloop)
+    def _listen_all(
+        self, handler: type[CensusHandler], host: str, port: int | None
+    ) -> None:
+        server = self.services.settings.server
+        sock = bind_listener(host, server.port if port is None else port)
+        self.listeners.append(FTPServer(sock, handler, ioloop=self.ioloop))
+        if server.implicit_tls_port:
+            implicit = bind_listener(host, server.implicit_tls_port)
+            self.listeners.append(
+                FTPServer(implicit, implicit_handler(handler), ioloop=self.ioloop)
+            )
+
+    def _adopt(self, handler: type[CensusHandler], prebound: Prebound) -> None:
+        self.listeners.append(FTPServer(prebound.explicit, handler, ioloop=self.ioloop))
+        if prebound.implicit is not None:
+            self.listeners.append(
+                FTPServer(
+                    prebound.implicit, implicit_handler(handler), ioloop=self.ioloop
+                )
+            )
 
     def _drop_privileges(self, run_as: RunAs | None) -> RunAs | None:
         try:
@@ -279,6 +330,41 @@ class CensusServer:
         finally:
             self._stopped.set()
             logger.info("server stopped")
+
+
+def check_startup(services: Services) -> RunAs | None:
+    """The run user, once the key files are known to be usable."""
+    try:
+        wanted = run_as_of(services.settings)
+    except PrivilegeError as exc:
+        raise StartupError(str(exc)) from exc
+    try:  # a key file that cannot be used stops start-up, named
+        _check_keys(services.storage, wanted)
+    except StorageError as exc:
+        raise StartupError(f"storage.keys_dir: {exc}") from exc
+    except OSError as exc:
+        raise StartupError(f"storage.data_root: {exc}") from exc
+    return wanted
+
+
+def bind_listener(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A listening socket; ``StartupError`` naming the setting if not."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        # Bound here rather than by pyftpdlib, whose error hides errno.
+        return socket.create_server(
+            (host, port), family=family, backlog=128, reuse_port=reuse_port
+        )
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(f"server.port: {host}:{port} is already in use") from exc
+        raise StartupError(
+            f"server.host: cannot listen on {host}:{port}: {exc.strerror}"
+        ) from exc
+
+
+def implicit_handler(handler: type[CensusHandler]) -> type[CensusHandler]:
+    return type("ImplicitHandler", (ImplicitTLSMixin, handler), {})
 
 
 class ImplicitTLSMixin:

@@ -11,7 +11,12 @@ Guarantees, with the database as the journal of a commit:
   finished by the next sweep (``recover``), so a committed upload is never
   lost and never half in place;
 - a staging file is locked by its writer for as long as it is open, so a
-  sweep in any process leaves live uploads alone.
+  sweep in any process leaves live uploads alone;
+- two commits of one path, in one process or in several server processes
+  sharing the data root, are serialised from the version row to the move
+  into place (a thread lock per stripe, then ``flock`` on the stripe's file
+  in ``locks/`` under the data root), and so is a sweep finishing a
+  crashed commit.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import fcntl
 import logging
 import os
 import threading
@@ -53,6 +59,7 @@ from .streams import translate
 logger = logging.getLogger(__name__)
 
 COMMIT_LOCKS = 64
+LOCKS_DIR = "locks"  # under the data root, beside staging/
 
 
 class Staging:
@@ -148,8 +155,28 @@ class Staging:
             stripes = sorted({hash((area, path)) % COMMIT_LOCKS for path in paths})
         with contextlib.ExitStack() as stack:
             for stripe in stripes:
+                # The thread lock first: one thread per process waits on
+                # the file lock, which other server processes share.
                 stack.enter_context(self._commit_locks[stripe])
+                stack.enter_context(self._stripe_file(stripe))
             yield
+
+    @contextlib.contextmanager
+    def _stripe_file(self, stripe: int) -> Iterator[None]:
+        # Opened for each hold: an open file inherited across a fork would
+        # share its flock with the other process.
+        folder = self.layout.root / LOCKS_DIR
+        path = folder / f"commit-{stripe:02d}.lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except FileNotFoundError:
+            folder.mkdir(mode=0o700, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def _commit(self, upload: Upload, info: VersionInfo) -> VersionInfo:
         self.layout.check_target(upload.area, upload.path)
@@ -211,10 +238,8 @@ class Staging:
             version = index.by_id(conn, staged.stem)
         if version is not None:
             logger.warning("committed upload put in place version=%s", version.id)
-            if version.state == "current":
-                self.settle(version.area, version.path, staged)
-            else:
-                os.rename(staged, self.layout.blob(index.blob_of(version)))
+            with self.holding(version.area, version.path):
+                self._place_recovered(version, staged)
             self.partials.forget(staged)
             return 0
         key = self.partials.sidecar_key(staged)
@@ -224,6 +249,16 @@ class Staging:
         staged.unlink(missing_ok=True)
         self.partials.forget(staged)
         return 1
+
+    def _place_recovered(self, version: VersionInfo, staged: Path) -> None:
+        # Read again under the lock: a commit of the path may have
+        # superseded it since.
+        with read_connection(self.engine) as conn:
+            version = index.by_id(conn, version.id) or version
+        if version.state == "current":
+            self.settle(version.area, version.path, staged)
+        else:
+            os.rename(staged, self.layout.blob(index.blob_of(version)))
 
     def _adopt(
         self, conn: sa.Connection, area: str, path: str, state: str

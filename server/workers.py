@@ -1,0 +1,466 @@
+"""Several server processes: a supervising parent and forked workers.
+
+With ``server.workers = N`` (N > 1) the parent does, in this order and
+before any thread exists: check the key files, bind N listening sockets per
+port with ``SO_REUSEPORT``, drop privileges (if configured), prepare and
+sweep the storage once, and close its database connections. It then forks
+N workers. Each worker starts its own event loop, audit writer thread, loop
+bridge and access guard, and accepts on its own socket of each port; the
+kernel spreads new connections over the sockets of a port.
+
+Why one socket per worker rather than one shared socket: no thundering herd
+(every worker woken for each connection), and the parent keeps every
+socket open, so connections queued for a worker that dies wait for its
+successor instead of being reset. Why not pyftpdlib's pre-fork mode: it
+makes its epoll instance before forking, so the workers share it and lose
+transfers. Here each loop is made after the fork, in its own process.
+
+Trusts: the parent's state at the fork (no thread, no open database
+connection, the master key and the TLS key already in memory).
+
+Guarantees:
+
+- each worker gets a disjoint slice of the passive port range;
+- the per-address connection limit holds across workers: every worker
+  publishes its own count per address in memory shared with the others
+  (``SharedAddressCounts``) and counts all of them before admitting;
+- exactly one worker (slot 0) runs the once-only jobs (pre-review watcher,
+  periodic staging sweep); its successor takes them over;
+- a worker that dies is restarted, at most about once a second and less
+  often while it keeps dying young, each time logged;
+- SIGTERM or SIGINT to the parent stops every worker by its PID; one that
+  has not ended after ``STOP_TIMEOUT`` seconds is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import mmap
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from types import FrameType
+
+from censusdrop.config.settings import ServerSettings
+from censusdrop.config.settings import Settings
+from censusdrop.server.app import CensusServer
+from censusdrop.server.app import PendingAudit
+from censusdrop.server.app import Prebound
+from censusdrop.server.app import StartupError
+from censusdrop.server.app import bind_listener
+from censusdrop.server.app import check_startup
+from censusdrop.server.privileges import PrivilegeError
+from censusdrop.server.privileges import RunAs
+from censusdrop.server.privileges import drop_privileges
+from censusdrop.server.privileges import warn_if_open
+from censusdrop.server.services import Services
+
+logger = logging.getLogger(__name__)
+
+STOP_TIMEOUT = 20.0
+YOUNG = 10.0  # a worker that dies sooner than this is restarted more slowly
+MAX_DELAY = 30.0
+ENTRY = struct.Struct("=8sI")  # address digest, connections
+EMPTY = bytes(8)
+
+
+class SharedAddressCounts:
+    """Connections per client address, per worker, in shared memory.
+
+    Made by the parent before the fork (an anonymous shared mapping). Each
+    worker writes only its own region, on its loop thread; every worker
+    reads all regions. A worker adds a connection before it counts, so two
+    workers admitting one address at once both see both connections: the
+    limit can refuse one too many, never admit one too many.
+    """
+
+    def __init__(self, workers: int, entries: int) -> None:
+        self.workers = workers
+        self.entries = entries
+        self._region = entries * ENTRY.size
+        self._memory = mmap.mmap(-1, workers * self._region)
+
+    def view(self, slot: int) -> AddressMap:
+        return AddressMap(self, slot)
+
+    def clear(self, slot: int) -> None:
+        """Forget a dead worker's connections (by the parent, before its
+        successor starts)."""
+        start = slot * self._region
+        self._memory[start : start + self._region] = bytes(self._region)
+
+    def total(self, digest: bytes) -> int:
+        found = 0
+        for slot in range(self.workers):
+            index = self._find(slot, digest)
+            if index is not None:
+                found += self._read(slot, index)[1]
+        return found
+
+    def add(self, slot: int, digest: bytes, change: int) -> None:
+        index = self._find(slot, digest)
+        if index is None:
+            if change < 0:
+                return
+            index = self._find(slot, EMPTY)
+            if index is None:  # more addresses than connections: not reached
+                logger.error("address table full worker=%d", slot)
+                return
+            count = 0
+        else:
+            count = self._read(slot, index)[1]
+        count = max(0, count + change)
+        self._write(slot, index, digest if count else EMPTY, count)
+
+    def _find(self, slot: int, digest: bytes) -> int | None:
+        start = slot * self._region
+        for index in range(self.entries):
+            offset = start + index * ENTRY.size
+            if self._memory[offset : offset + 8] == digest:
+                return index
+        return None
+
+    def _read(self, slot: int, index: int) -> tuple[bytes, int]:
+        offset = slot * self._region + index * ENTRY.size
+        digest, count = ENTRY.unpack_from(self._memory, offset)
+        return digest, int(count)
+
+    def _write(self, slot: int, index: int, digest: bytes, count: int) -> None:
+        offset = slot * self._region + index * ENTRY.size
+        ENTRY.pack_into(self._memory, offset, digest, count)
+
+
+class AddressMap(list[str]):
+    """pyftpdlib's ``FTPServer.ip_map`` (append, count, remove), mirrored
+    into the shared counts so that ``count`` covers every worker."""
+
+    def __init__(self, shared: SharedAddressCounts, slot: int) -> None:
+        super().__init__()
+        self.shared = shared
+        self.slot = slot
+
+    def append(self, address: str) -> None:
+        super().append(address)
+        self.shared.add(self.slot, _digest(address), 1)
+
+    def remove(self, address: str) -> None:
+        super().remove(address)
+        self.shared.add(self.slot, _digest(address), -1)
+
+    def count(self, address: str) -> int:
+        return self.shared.total(_digest(address))
+
+
+@dataclasses.dataclass
+class Slot:
+    """One worker's place: its sockets, its process, its restarts."""
+
+    index: int
+    explicit: socket.socket
+    implicit: socket.socket | None
+    pid: int = 0
+    started: float = 0.0
+    delay: float = 0.0
+    restart_at: float | None = None
+
+
+class Supervisor:
+    """The parent of ``count`` worker processes; see the module docstring."""
+
+    def __init__(
+        self,
+        services: Services,
+        count: int,
+        host: str | None = None,
+        port: int | None = None,
+    ) -> None:
+        if count < 2:
+            raise ValueError("count: a supervisor runs at least 2 workers")
+        if threading.active_count() != 1:
+            raise StartupError("server.workers: threads exist before the fork")
+        self.services = services
+        self.count = count
+        server = services.settings.server
+        wanted = check_startup(services)
+        self.slots = _bind_slots(
+            host or server.host, server.port if port is None else port, server, count
+        )
+        self.run_as = self._drop_privileges(wanted)
+        swept = services.storage.prepare()
+        logger.info("storage ready swept=%d", swept)
+        services.engine.dispose()  # no connection crosses the fork
+        self.addresses = SharedAddressCounts(count, server.max_connections + 64)
+        self._stopping = False
+        self._wakeup: tuple[int, int] | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.slots[0].explicit.getsockname()[:2]
+        return str(host), int(port)
+
+    @property
+    def implicit_address(self) -> tuple[str, int] | None:
+        sock = self.slots[0].implicit
+        if sock is None:
+            return None
+        host, port = sock.getsockname()[:2]
+        return str(host), int(port)
+
+    @property
+    def pids(self) -> list[int]:
+        return [slot.pid for slot in self.slots]
+
+    def start(self) -> None:
+        """Catch signals, then fork every worker."""
+        reader, writer = os.pipe()
+        os.set_blocking(reader, False)
+        os.set_blocking(writer, False)
+        self._wakeup = (reader, writer)
+        signal.set_wakeup_fd(writer)
+        signal.signal(signal.SIGTERM, self._signalled)
+        signal.signal(signal.SIGINT, self._signalled)
+        signal.signal(signal.SIGCHLD, _ignore)  # only to wake the loop
+        for slot in self.slots:
+            self._spawn(slot)
+
+    def run(self) -> None:
+        """Supervise until SIGTERM or SIGINT; then stop every worker."""
+        try:
+            while not self._stopping:
+                self._wait(self._next_timeout())
+                self._reap()
+                self._restart_due()
+        finally:
+            self._stop_all()
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    # --- workers
+
+    def _spawn(self, slot: Slot) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = self._worker(slot)
+            except BaseException:
+                logger.exception("worker=%d failed", slot.index)
+            finally:
+                _flush_logs()
+                os._exit(code)  # never the parent's exit handlers
+        slot.pid, slot.started, slot.restart_at = pid, time.monotonic(), None
+        logger.info("worker=%d pid=%d started", slot.index, pid)
+
+    def _worker(self, slot: Slot) -> int:
+        stop = threading.Event()
+
+        def stopped(signum: int, frame: FrameType | None) -> None:
+            stop.set()
+
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, stopped)
+        signal.signal(signal.SIGINT, stopped)
+        self._close_others(slot)
+        services = self.services
+        services.settings = worker_settings(services.settings, slot.index, self.count)
+        services.engine.dispose(close=False)
+        pending = services.audit
+        if not isinstance(pending, PendingAudit):
+            raise TypeError("services.audit: the parent must not start a writer")
+        services.audit = pending.start(services.engine)
+        prebound = Prebound(
+            slot.explicit,
+            slot.implicit,
+            self.run_as,
+            once_only=slot.index == 0,
+            ip_map=self.addresses.view(slot.index),
+        )
+        try:
+            server = CensusServer(services, prebound=prebound)
+        except StartupError as exc:
+            logger.error("worker=%d cannot start: %s", slot.index, exc)
+            services.audit.close()
+            return 1
+        server._stop = stop  # a signal caught before now is not lost
+        logger.info(
+            "worker=%d pid=%d serving passive_ports=%s once_only=%s",
+            slot.index,
+            os.getpid(),
+            services.settings.server.passive_ports,
+            prebound.once_only,
+        )
+        server.serve()
+        return 0
+
+    def _close_others(self, own: Slot) -> None:
+        for slot in self.slots:
+            if slot is not own:
+                slot.explicit.close()
+                if slot.implicit is not None:
+                    slot.implicit.close()
+        if self._wakeup is not None:
+            for fd in self._wakeup:
+                os.close(fd)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            slot = next((s for s in self.slots if s.pid == pid), None)
+            if slot is not None:
+                self._exited(slot, status)
+
+    def _exited(self, slot: Slot, status: int) -> None:
+        lived = time.monotonic() - slot.started
+        slot.pid = 0
+        self.addresses.clear(slot.index)
+        if self._stopping:
+            return
+        young = lived < YOUNG
+        slot.delay = min(MAX_DELAY, max(1.0, slot.delay * 2)) if young else 1.0
+        slot.restart_at = time.monotonic() + slot.delay
+        logger.error(
+            "worker=%d exited %s after %.1fs; restart in %.1fs",
+            slot.index,
+            _describe(status),
+            lived,
+            slot.delay,
+        )
+
+    def _restart_due(self) -> None:
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.restart_at is not None and slot.restart_at <= now:
+                self._spawn(slot)
+
+    def _next_timeout(self) -> float:
+        due = [s.restart_at for s in self.slots if s.restart_at is not None]
+        if not due:
+            return 5.0
+        return max(0.0, min(due) - time.monotonic())
+
+    # --- stopping
+
+    def _signalled(self, signum: int, frame: FrameType | None) -> None:
+        logger.info("signal=%d stopping workers", signum)
+        self._stopping = True
+
+    def _wait(self, timeout: float) -> None:
+        if self._wakeup is None:
+            return
+        reader = self._wakeup[0]
+        with contextlib.suppress(InterruptedError):
+            select.select([reader], [], [], timeout)
+        with contextlib.suppress(BlockingIOError):
+            while os.read(reader, 512):
+                pass
+
+    def _stop_all(self) -> None:
+        running = [slot for slot in self.slots if slot.pid]
+        for slot in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(slot.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while any(slot.pid for slot in self.slots) and time.monotonic() < deadline:
+            self._wait(0.1)
+            self._reap()
+        for slot in self.slots:
+            if slot.pid:
+                logger.error("worker=%d pid=%d killed at stop", slot.index, slot.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(slot.pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(slot.pid, 0)
+                slot.pid = 0
+        for slot in self.slots:
+            slot.explicit.close()
+            if slot.implicit is not None:
+                slot.implicit.close()
+        logger.info("server stopped")
+
+    def _drop_privileges(self, run_as: RunAs | None) -> RunAs | None:
+        try:
+            if run_as is None:
+                warn_if_open(self.services)
+            else:
+                drop_privileges(self.services, run_as)
+        except PrivilegeError as exc:
+            for slot in self.slots:
+                slot.explicit.close()
+                if slot.implicit is not None:
+                    slot.implicit.close()
+            raise StartupError(str(exc)) from exc
+        return run_as
+
+
+def worker_settings(settings: Settings, index: int, count: int) -> Settings:
+    """The settings of worker ``index``: its slice of the passive ports."""
+    ports = settings.passive_port_range()
+    size = len(ports) // count
+    low = ports.start + index * size
+    high = ports.stop - 1 if index == count - 1 else low + size - 1
+    server = dataclasses.replace(settings.server, passive_ports=f"{low}-{high}")
+    return dataclasses.replace(settings, server=server)
+
+
+def _bind_slots(host: str, port: int, server: ServerSettings, count: int) -> list[Slot]:
+    """``count`` sockets on the port (and on the implicit TLS port); with
+    port 0, the first socket's port is taken by the others."""
+    implicit_port = server.implicit_tls_port
+    slots: list[Slot] = []
+    try:
+        for index in range(count):
+            explicit = bind_listener(host, port, reuse_port=True)
+            port = explicit.getsockname()[1]
+            implicit = None
+            if implicit_port:
+                implicit = bind_listener(host, implicit_port, reuse_port=True)
+                implicit_port = implicit.getsockname()[1]
+            slots.append(Slot(index, explicit, implicit))
+    except StartupError:
+        for slot in slots:
+            slot.explicit.close()
+            if slot.implicit is not None:
+                slot.implicit.close()
+        raise
+    return slots
+
+
+def _digest(address: str) -> bytes:
+    digest = hashlib.blake2b(address.encode(), digest_size=8).digest()
+    return digest if digest != EMPTY else b"\x01" + digest[1:]
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"on signal {os.WTERMSIG(status)}"
+    return f"with status {os.waitstatus_to_exitcode(status)}"
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """SIGCHLD only wakes the supervisor's wait."""
+
+
+def _flush_logs() -> None:
+    for handler in logging.getLogger().handlers:
+        with contextlib.suppress(Exception):
+            handler.flush()
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
