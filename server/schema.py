@@ -1,6 +1,6 @@
 """The server's tables (accounts, assignments, login throttling, file versions,
-pre-review reports, acceptance rounds, revocations, the custody ledger,
-round archives and purges).
+pre-review reports and leases, acceptance rounds, revocations, the custody
+ledger, round archives and purges).
 
 The audit trail keeps its own tables in ``censusdrop.audit.schema``; Alembic
 migrates both together (see ``censusdrop.server.db``).
@@ -134,6 +134,17 @@ sa.Index(
     "ix_prereview_reports_prefecture",
     prereview_reports.c.prefecture,
     prereview_reports.c.id,
+)
+
+# Who judges a prefecture now, when several servers share one database
+# (censusdrop.server.prereview.leases): one row per prefecture, claimed
+# and renewed by one conditional statement, free again once expired.
+prereview_leases = sa.Table(
+    "prereview_leases",
+    metadata,
+    sa.Column("prefecture", sa.String(6), primary_key=True),
+    sa.Column("holder", sa.String(255), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
 )
 
 # Acceptance rounds (censusdrop.server.rounds): windows are stored in UTC;

@@ -54,7 +54,8 @@ SESSION_OPENED = re.compile(
 
 class Workers:
     """``censusdrop serve --workers 2`` as a child process, its output read
-    by a thread so that the pipe never fills."""
+    by a thread so that the pipe never fills. With ``workers=1`` it is one
+    plain server process (``worker_pids`` is then its own PID)."""
 
     def __init__(
         self, instance: Instance, cwd: Path, workers: int = 2, *extra: str
@@ -85,10 +86,12 @@ class Workers:
         text = self.text
         address = re.search(r"listening on ([\d.]+):(\d+)", text)
         pids = re.search(r"worker processes ([\d ]+) \(parent (\d+)\)", text)
-        assert address and pids, text
+        assert address and (pids or workers == 1), text
         self.address = (address[1], int(address[2]))
-        self.worker_pids = [int(pid) for pid in pids[1].split()]
-        assert int(pids[2]) == self.process.pid
+        self.worker_pids = [self.process.pid]
+        if pids:
+            self.worker_pids = [int(pid) for pid in pids[1].split()]
+            assert int(pids[2]) == self.process.pid
         self.cafile = instance.cafile
 
     def _read(self) -> None:

@@ -34,6 +34,7 @@ from censusdrop.server.validation import ContentCache
 from censusdrop.server.validation import Prefecture
 from censusdrop.server.validation import Report
 from censusdrop.server.validation import TreeChanged
+from censusdrop.server.validation import listed_digest
 from censusdrop.server.validation import render_html
 from censusdrop.server.validation import render_text
 from censusdrop.server.validation import to_json
@@ -143,6 +144,21 @@ class Prereviewer:
             origin,
         )
         return Outcome(report, record, render_text(report, notes=notes), document)
+
+    def is_judged(self, code: str) -> bool:
+        """Whether the latest stored report judged area ``code`` as it is
+        now: the same tree digest and the same declaration. Another server
+        sharing the database and the data root may have made that report.
+        Reads the listing and the index; opens no file."""
+        engine = self.services.engine
+        previous = records.latest_report(engine, code)
+        if previous is None:
+            return False
+        declaration = records.find_declaration(engine, code)
+        if previous.declared_at != (declaration.at if declaration else None):
+            return False
+        source = StorageSource(self.services.storage, code)
+        return listed_digest(source, self.checklist).sha256 == previous.digest
 
     def warm(self, code: str, *, at: dt.datetime) -> int:
         """Open what is new in area ``code`` so the next run finds it in the

@@ -22,6 +22,14 @@ The catch-up sweep compares, per prefecture, the last committed upload
 with the last report, and touches the areas whose report is older. It
 covers uploads made while the server was down and events the observer lost
 (inotify drops events when its queue overflows).
+
+Several servers may share one database and one data root, each with its
+own service. A run first claims the prefecture's lease in the database
+(``leases``): a server that finds it held tries again after another quiet
+period. Holding it, the run is skipped when the latest stored report,
+whoever wrote it, already judged the area as it stands. So one state of an
+area is judged once, by one server, however many saw the uploads. Warm-up
+passes take no lease: they publish nothing.
 """
 
 from __future__ import annotations
@@ -32,9 +40,12 @@ import threading
 from collections.abc import Callable
 
 from censusdrop.config.checklist import Checklist
+from censusdrop.server.clock import SystemClock
 from censusdrop.server.services import Services
 
 from . import records
+from .leases import HeldLease
+from .leases import new_holder
 from .runner import CATCH_UP
 from .runner import UPLOAD
 from .runner import Outcome
@@ -96,6 +107,9 @@ class PrereviewService:
         # and for the stored report: the server's policy clock by default.
         self._clock = clock or services.clock.now
         self._sweep_seconds = sweep_seconds
+        # Leases expire by the real time, whatever the policy clock says.
+        self._wall_clock = SystemClock().now
+        self.holder = new_holder()
         self._catching_up: set[str] = set()
         self._stopping = threading.Event()
         self._sweeper: threading.Thread | None = None
@@ -167,11 +181,33 @@ class PrereviewService:
         if self.warmer is not None:
             self.warmer.touch(code)
 
-    def _run(self, code: str) -> Outcome:
+    def _run(self, code: str) -> Outcome | None:
         origin = CATCH_UP if code in self._catching_up else UPLOAD
         self._catching_up.discard(code)
-        with self._area_locks[code]:  # waits for a warm-up in progress
+        engine = self.services.engine
+        lease = HeldLease.take(engine, code, self.holder, self._wall_clock)
+        if lease is None:
+            logger.info(
+                "prereview deferred prefecture=%s: another server judges it", code
+            )
+            self._defer(code, origin)
+            return None
+        with lease, self._area_locks[code]:  # waits for a warm-up in progress
+            if self.prereviewer.is_judged(code):
+                logger.info(
+                    "prereview skipped prefecture=%s: the latest report judged"
+                    " this state",
+                    code,
+                )
+                return None
             return self.prereviewer.run(code, at=self._clock(), origin=origin)
+
+    def _defer(self, code: str, origin: str) -> None:
+        """Look again after a quiet period: the other server's run may be
+        over by then, or its lease expired if it died."""
+        if origin == CATCH_UP:
+            self._catching_up.add(code)
+        self.debouncer.touch(code)
 
     def _warm(self, code: str) -> None:
         lock = self._area_locks[code]

@@ -31,6 +31,7 @@ from .source import SourceEntry
 from .source import SourceError
 from .source import TreeChanged
 from .source import TreeSource
+from .validator import listed_digest
 from .validator import tree_digest
 from .validator import validate
 
@@ -51,6 +52,7 @@ __all__ = [
     "TreeDigest",
     "TreeSource",
     "ValidationError",
+    "listed_digest",
     "render_html",
     "render_text",
     "to_json",

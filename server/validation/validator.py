@@ -112,6 +112,16 @@ def validate(
     )
 
 
+def listed_digest(
+    source: TreeSource, checklist: Checklist, *, ignore: Collection[str] = ()
+) -> TreeDigest:
+    """The digest ``validate`` would give the tree in ``source``, from its
+    listing alone: no file is opened, nothing is judged."""
+    entries = _read_entries(source, checklist.files.max_files, [])
+    tree = Tree(entries, _ignorer(checklist, ignore))
+    return tree_digest(tree.root.walk())
+
+
 def tree_digest(nodes: Iterable[Node]) -> TreeDigest:
     """SHA-256 over the sorted entries: contents when known, else metadata."""
     listed = sorted((n for n in nodes if n.path), key=lambda n: n.path)
