@@ -332,7 +332,8 @@ def test_writer_refuses_use_after_a_failed_write(
             return super().write(data)  # type: ignore[arg-type]
 
     writer = EncryptingWriter(FullDisk(), keyring, ROUND, chunk_size=CHUNK)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError):  # the disk fills on the second write
+        writer.write(bytes(10 * CHUNK))
         writer.write(bytes(10 * CHUNK))
     with pytest.raises(ValueError):
         writer.write(b"x")

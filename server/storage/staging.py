@@ -33,6 +33,8 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
+from typing import cast
 
 import sqlalchemy as sa
 
@@ -50,6 +52,7 @@ from .partials import Partials
 from .partials import cut_to_whole_chunks
 from .partials import lock
 from .partials import whole_chunk_offset
+from .pipeline import EarlyWriteback
 from .streams import Download
 from .streams import Upload
 from .streams import VersionInfo
@@ -96,7 +99,7 @@ class Staging:
     ) -> Upload:
         creating = self.layout.staging / f"{uuid.uuid4().hex}.new"
         fd = os.open(creating, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        raw = os.fdopen(fd, "wb")
+        raw = _writeback(os.fdopen(fd, "wb"))
         try:
             lock(raw, wait=True)
             writer = EncryptingWriter(raw, self.keyring, self.key_for(area))
@@ -122,6 +125,7 @@ class Staging:
         if taken is None:
             return None
         staged, raw = taken
+        raw = _writeback(raw)
         try:
             cut_to_whole_chunks(raw)
             writer = EncryptingWriter.resume(raw, self.keyring)
@@ -288,3 +292,8 @@ def _resumable(staged: Path) -> bool:
             return whole_chunk_offset(raw) > 0
     except (OSError, StorageError):
         return False
+
+
+def _writeback(raw: BinaryIO) -> BinaryIO:
+    """An upload's file, written back to the disk as it grows (pipeline.py)."""
+    return cast(BinaryIO, EarlyWriteback(raw))

@@ -36,6 +36,7 @@ from .errors import QuotaExceeded
 from .errors import StorageError
 from .keyring import Keyring
 from .partials import PartialKey
+from .pipeline import PipelinedWriter
 
 if TYPE_CHECKING:
     from .staging import Staging
@@ -103,7 +104,8 @@ class Upload:
         self.indexed = False  # set by the storage once the row is written
         self.resumed_from = writer.plaintext_size
         self._raw = raw
-        self._writer = writer
+        # Hashes, encrypts and writes a large upload on a thread of its own.
+        self._writer = PipelinedWriter(writer)
         self._failed = False
         self.allowance: int | None = None  # bytes the quota leaves it
 
@@ -179,12 +181,13 @@ class Upload:
             self.discard()
             return None
         try:
+            self._writer.join()
             self._raw.flush()
             os.fsync(self._raw.fileno())
             self.staging.partials.keep(
                 self.staged, self.key, at=at or dt.datetime.now(dt.UTC)
             )
-        except OSError:
+        except (OSError, ValueError):
             logger.warning("partial upload could not be kept", exc_info=True)
             self.discard()
             return None
@@ -211,6 +214,7 @@ class Upload:
 
     def _release(self) -> None:
         self.closed = True
+        self._writer.close()
         try:
             self._raw.close()  # also drops the lock
         except OSError:

@@ -1,0 +1,190 @@
+"""A large upload's hashing, encryption and writing, beside the event loop.
+
+An upload costs, per byte: the TLS decryption of the data connection,
+SHA-256 of the plaintext, AES-GCM, and a write that the kernel throttles to
+the disk's speed once dirty pages outrun it (the upload is made durable
+before it is answered, so every byte reaches the disk within the
+transfer's time). Done in line, all of it waits on the one event-loop
+thread, one after another. Here, once a file is large:
+
+- ``PipelinedWriter`` hands the plaintext, in batches of about 1 MiB, to a
+  thread of its own that hashes, encrypts and writes it, while the loop
+  goes on decrypting TLS. hashlib, AES-GCM and the write system call let
+  go of the GIL, so the two threads run at once on two cores. The first
+  ``INLINE_BYTES`` are written in line: a small file costs no thread.
+- ``EarlyWriteback`` asks the kernel every ``WRITEBACK_BYTES`` to start
+  writing what was just written, and waits for the range before it, so
+  the disk works from the start of the transfer, one upload's dirty pages
+  stay bounded, and the fsync at the end has little left to do (Linux
+  ``sync_file_range``; elsewhere it does nothing).
+
+Guarantees: the plaintext is hashed, encrypted and written in the order it
+was accepted; memory held is at most ``QUEUE_BATCHES`` + 1 batches; an
+error of the thread (a full disk) is raised, as the exception it was, by
+the next ``write`` or by ``join``, and nothing accepted after it is
+written; ``join``, ``sha256_hex`` and ``finish`` return only once every
+accepted byte is written. Not thread-safe: one caller at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import queue
+import threading
+from typing import Any
+from typing import BinaryIO
+
+from .crypto import EncryptingWriter
+from .crypto import Header
+
+INLINE_BYTES = 4 * 1024 * 1024
+BATCH_BYTES = 1024 * 1024
+QUEUE_BATCHES = 8
+WRITEBACK_BYTES = 8 * 1024 * 1024
+
+# sync_file_range(2) flags.
+_WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4
+
+
+class PipelinedWriter:
+    """An ``EncryptingWriter`` fed from a thread once the file is large."""
+
+    def __init__(self, writer: EncryptingWriter) -> None:
+        self._writer = writer
+        self._accepted = writer.plaintext_size
+        self._inline_until = writer.plaintext_size + INLINE_BYTES
+        self._batch: list[bytes] = []
+        self._batch_bytes = 0
+        self._queue: queue.Queue[list[bytes] | None] = queue.Queue(QUEUE_BATCHES)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def plaintext_size(self) -> int:
+        """Plaintext bytes accepted so far, written or not yet."""
+        return self._accepted
+
+    @property
+    def file_id(self) -> bytes:
+        return self._writer.file_id
+
+    @property
+    def header(self) -> Header:
+        return self._writer.header
+
+    def write(self, data: bytes) -> int:
+        self._raise_error()
+        count = len(data)
+        if self._thread is None and self._accepted + count <= self._inline_until:
+            self._writer.write(data)
+        else:
+            # Kept as it is until the thread takes it: a copy if the caller
+            # could reuse the buffer, else none.
+            self._batch.append(data if type(data) is bytes else bytes(data))
+            self._batch_bytes += count
+            if self._batch_bytes >= BATCH_BYTES:
+                self._hand_over()
+        self._accepted += count
+        return count
+
+    def join(self) -> None:
+        """Wait until every accepted byte is written; raise the thread's
+        error, if it had one."""
+        if self._batch:
+            self._hand_over()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join()
+        self._raise_error()
+
+    def sha256_hex(self) -> str:
+        self.join()
+        return self._writer.sha256_hex()
+
+    def finish(self) -> None:
+        self.join()
+        self._writer.finish()
+
+    def close(self) -> None:
+        """Stop the thread, whatever happened (the file is being dropped
+        or kept as it is)."""
+        with contextlib.suppress(Exception):
+            self.join()
+
+    def _hand_over(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="censusdrop-upload", daemon=True
+            )
+            self._thread.start()
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
+        self._queue.put(batch)
+
+    def _run(self) -> None:
+        write = self._writer.write
+        while (batch := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # dropped: the caller learns of the error
+            try:
+                # One piece: one hash update, one write of its chunks.
+                write(batch[0] if len(batch) == 1 else b"".join(batch))
+            except BaseException as exc:
+                self._error = exc
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+
+class EarlyWriteback:
+    """An upload's file that starts the disk's work as it is written; any
+    file method but ``write`` is the file's own."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._unasked = 0  # bytes written since writeback was last asked for
+        self._previous: tuple[int, int] | None = None  # range asked for last
+
+    def write(self, data: Any) -> int:
+        count = int(self._raw.write(data))
+        self._unasked += count
+        if self._unasked >= WRITEBACK_BYTES and _sync_file_range is not None:
+            self._write_back()
+        return count
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+    def _write_back(self) -> None:
+        """Start writing the range just written; wait for the one before."""
+        self._raw.flush()
+        end = self._raw.tell()
+        start = end - self._unasked
+        self._unasked = 0
+        fd = self._raw.fileno()
+        if _sync_file_range(fd, start, end - start, _WRITE) != 0:
+            return  # not supported here: the final fsync does it all
+        if self._previous is not None:
+            low, high = self._previous
+            flags = _WAIT_BEFORE | _WRITE | _WAIT_AFTER
+            _sync_file_range(fd, low, high - low, flags)
+            # On disk now: let the kernel reuse those pages at once.
+            os.posix_fadvise(fd, low, high - low, os.POSIX_FADV_DONTNEED)
+        self._previous = (start, end)
+
+
+def _load_sync_file_range() -> Any:
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+# Called through ctypes, which lets go of the GIL during the call.
+_sync_file_range = _load_sync_file_range()

@@ -1,0 +1,145 @@
+"""A large upload hashed, encrypted and written on a thread of its own
+(censusdrop.server.storage.pipeline), over real files and over FTPS."""
+
+from __future__ import annotations
+
+import errno
+import ftplib
+import hashlib
+import io
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from censusdrop.server.storage import pipeline
+from censusdrop.server.storage.crypto import DecryptingReader
+from censusdrop.server.storage.crypto import EncryptingWriter
+from censusdrop.server.storage.keyring import Keyring
+from censusdrop.server.storage.pipeline import EarlyWriteback
+from censusdrop.server.storage.pipeline import PipelinedWriter
+from conftest import TEST_PASSWORD
+from ftpclient import download
+from ftpclient import login
+
+ROUND = "2020-hubei"
+MIB = 1024 * 1024
+PIECE = 256 * 1024  # what the data channel hands over at a time
+
+
+@pytest.fixture
+def keyring(tmp_path: Path) -> Keyring:
+    keyring = Keyring.create(tmp_path / "keys")
+    keyring.ensure_round_key(ROUND)
+    return keyring
+
+
+def _pieces(data: bytes) -> list[bytes]:
+    return [data[at : at + PIECE] for at in range(0, len(data), PIECE)]
+
+
+def _threads() -> int:
+    return sum(t.name == "censusdrop-upload" for t in threading.enumerate())
+
+
+def test_a_large_file_is_written_on_a_thread_and_reads_back(
+    tmp_path: Path, keyring: Keyring
+) -> None:
+    data = os.urandom(pipeline.INLINE_BYTES + 9 * MIB + 4321)
+    path = tmp_path / "big.enc"
+    with path.open("wb") as raw:
+        writer = PipelinedWriter(EncryptingWriter(EarlyWriteback(raw), keyring, ROUND))
+        seen_thread = False
+        for piece in _pieces(data):
+            writer.write(piece)
+            seen_thread = seen_thread or _threads() > 0
+        assert writer.plaintext_size == len(data)  # counted before written
+        assert writer.sha256_hex() == hashlib.sha256(data).hexdigest()
+        writer.finish()
+    assert seen_thread
+    assert _threads() == 0  # joined by sha256_hex
+    with DecryptingReader(path.open("rb"), keyring) as reader:
+        assert reader.read() == data
+
+
+def test_a_small_file_never_starts_a_thread(tmp_path: Path, keyring: Keyring) -> None:
+    data = os.urandom(pipeline.INLINE_BYTES)
+    path = tmp_path / "small.enc"
+    with path.open("wb") as raw:
+        writer = PipelinedWriter(EncryptingWriter(raw, keyring, ROUND))
+        for piece in _pieces(data):
+            writer.write(piece)
+            assert _threads() == 0
+        writer.finish()
+    with DecryptingReader(path.open("rb"), keyring) as reader:
+        assert reader.read() == data
+
+
+class FillsUp(io.BytesIO):
+    """A file on a disk that is full once ``room`` bytes are written."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+
+    def write(self, data: object) -> int:
+        if self.tell() >= self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().write(data)  # type: ignore[arg-type]
+
+
+def test_a_full_disk_on_the_thread_is_raised_to_the_caller(keyring: Keyring) -> None:
+    raw = FillsUp(pipeline.INLINE_BYTES + 2 * MIB)
+    writer = PipelinedWriter(EncryptingWriter(raw, keyring, ROUND))
+    with pytest.raises(OSError) as raised:
+        for piece in _pieces(bytes(pipeline.INLINE_BYTES + 40 * MIB)):
+            writer.write(piece)
+        writer.join()
+    assert raised.value.errno == errno.ENOSPC
+    written = raw.tell()
+    with pytest.raises(OSError):  # stays failed; nothing more is written
+        writer.finish()
+    writer.close()  # quiet: the upload is being thrown away
+    assert raw.tell() == written
+    assert _threads() == 0
+
+
+def test_early_writeback_keeps_every_byte_in_order(tmp_path: Path) -> None:
+    data = os.urandom(3 * pipeline.WRITEBACK_BYTES + 777)
+    path = tmp_path / "plain.bin"
+    with path.open("wb") as raw:
+        file = EarlyWriteback(raw)
+        for at in range(0, len(data), 300_000):
+            file.write(data[at : at + 300_000])
+        file.flush()
+        os.fsync(file.fileno())
+    assert path.read_bytes() == data
+
+
+def _drop_mid_upload(client: ftplib.FTP_TLS, path: str, data: bytes) -> str:
+    """Send part of an upload, then end the connection without a TLS
+    close_notify, as a killed client does."""
+    client.voidcmd("TYPE I")
+    conn = client.transfercmd(f"STOR {path}")
+    conn.sendall(data)
+    conn.shutdown(2)
+    conn.close()
+    return client.getline()
+
+
+def test_a_large_upload_dropped_mid_way_resumes_over_ftps(server) -> None:
+    data = os.urandom(pipeline.INLINE_BYTES + 12 * MIB + 99)
+    client = login(server.address, server.cafile, "wuhan", TEST_PASSWORD)
+    cut = pipeline.INLINE_BYTES + 7 * MIB + 5000
+    reply = _drop_mid_upload(client, "扫描件.tif", data[:cut])
+    assert reply.startswith("426"), reply
+    offset = client.size("扫描件.tif")
+    assert offset is not None and 0 < offset <= cut
+    assert offset % (64 * 1024) == 0
+    reply = client.storbinary("STOR 扫描件.tif", io.BytesIO(data[offset:]), rest=offset)
+    assert reply.startswith("226"), reply
+    assert download(client, "扫描件.tif") == data
+    client.quit()
+    [version] = server.services.storage.history("420100", "扫描件.tif")
+    assert version.sha256 == hashlib.sha256(data).hexdigest()
