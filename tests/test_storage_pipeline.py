@@ -16,12 +16,16 @@ import pytest
 from censusdrop.server.storage import pipeline
 from censusdrop.server.storage.crypto import DecryptingReader
 from censusdrop.server.storage.crypto import EncryptingWriter
+from censusdrop.server.storage.crypto import read_header
+from censusdrop.server.storage.errors import IntegrityError
 from censusdrop.server.storage.keyring import Keyring
 from censusdrop.server.storage.pipeline import EarlyWriteback
 from censusdrop.server.storage.pipeline import PipelinedWriter
+from censusdrop.server.storage.pipeline import ReadAhead
 from conftest import TEST_PASSWORD
 from ftpclient import download
 from ftpclient import login
+from ftpclient import upload
 
 ROUND = "2020-hubei"
 MIB = 1024 * 1024
@@ -143,3 +147,76 @@ def test_a_large_upload_dropped_mid_way_resumes_over_ftps(server) -> None:
     client.quit()
     [version] = server.services.storage.history("420100", "扫描件.tif")
     assert version.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def _encrypted(path: Path, keyring: Keyring, data: bytes) -> None:
+    with path.open("wb") as raw:
+        writer = EncryptingWriter(raw, keyring, ROUND)
+        writer.write(data)
+        writer.finish()
+
+
+def test_read_ahead_returns_every_byte_in_order(
+    tmp_path: Path, keyring: Keyring
+) -> None:
+    data = os.urandom(5 * pipeline.BATCH_BYTES + 12345)
+    path = tmp_path / "big.enc"
+    _encrypted(path, keyring, data)
+    reader = DecryptingReader(path.open("rb"), keyring)
+    reader.seek(1000)
+    ahead = ReadAhead(reader)
+    pieces = []
+    while piece := ahead.read(65536):
+        pieces.append(piece)
+    assert b"".join(pieces) == data[1000:]
+    assert ahead.read(10) == b""
+    ahead.close()
+    reader.close()
+
+
+def test_read_ahead_raises_a_damaged_chunk_after_the_blocks_before_it(
+    tmp_path: Path, keyring: Keyring
+) -> None:
+    data = os.urandom(4 * pipeline.BATCH_BYTES)
+    path = tmp_path / "damaged.enc"
+    _encrypted(path, keyring, data)
+    with path.open("rb") as raw:
+        header = read_header(raw)
+    # Flip a bit in the first chunk of the third block.
+    damaged = header.length + 2 * 16 * header.stride + 100
+    content = bytearray(path.read_bytes())
+    content[damaged] ^= 1
+    path.write_bytes(bytes(content))
+
+    reader = DecryptingReader(path.open("rb"), keyring)
+    ahead = ReadAhead(reader)
+    received = bytearray()
+    with pytest.raises(IntegrityError):
+        while piece := ahead.read(65536):
+            received += piece
+    assert bytes(received) == data[: 2 * pipeline.BATCH_BYTES]
+    ahead.close()
+    reader.close()
+
+
+def test_read_ahead_stops_when_closed_early(tmp_path: Path, keyring: Keyring) -> None:
+    path = tmp_path / "big.enc"
+    _encrypted(path, keyring, os.urandom(8 * pipeline.BATCH_BYTES))
+    reader = DecryptingReader(path.open("rb"), keyring)
+    ahead = ReadAhead(reader)
+    ahead.read(10)
+    ahead.close()  # the thread was waiting to hand over a block
+    assert not any(t.name == "censusdrop-download" for t in threading.enumerate())
+    reader.close()
+
+
+def test_a_large_download_is_read_ahead_and_resumes_mid_way(server) -> None:
+    data = os.urandom(pipeline.INLINE_BYTES + 6 * MIB + 5)
+    client = login(server.address, server.cafile, "wuhan", TEST_PASSWORD)
+    upload(client, "大文件.pdf", data)
+    assert download(client, "大文件.pdf") == data
+    client.voidcmd("TYPE I")
+    tail = bytearray()
+    client.retrbinary("RETR 大文件.pdf", tail.extend, rest=3 * MIB + 17)
+    assert bytes(tail) == data[3 * MIB + 17 :]
+    client.quit()

@@ -12,11 +12,17 @@ thread, one after another. Here, once a file is large:
   goes on decrypting TLS. hashlib, AES-GCM and the write system call let
   go of the GIL, so the two threads run at once on two cores. The first
   ``INLINE_BYTES`` are written in line: a small file costs no thread.
+- ``ReadAhead`` does the same for a large download the other way round:
+  a thread reads and decrypts the next blocks while the loop sends.
 - ``EarlyWriteback`` asks the kernel every ``WRITEBACK_BYTES`` to start
-  writing what was just written, and waits for the range before it, so
-  the disk works from the start of the transfer, one upload's dirty pages
-  stay bounded, and the fsync at the end has little left to do (Linux
-  ``sync_file_range``; elsewhere it does nothing).
+  writing what was just written, waits for the range before it, and then
+  lets that range's pages go (Linux ``sync_file_range`` and
+  ``POSIX_FADV_DONTNEED``; elsewhere it does nothing). The disk works from
+  the start of the transfer, the fsync at the end has little left to do,
+  and the kernel reuses the same memory for the next ranges instead of
+  taking fresh pages (costly on a virtual machine). The price: a large
+  file is read back from the disk, not from memory; ``ReadAhead`` does
+  that reading while the loop sends.
 
 Guarantees: the plaintext is hashed, encrypted and written in the order it
 was accepted; memory held is at most ``QUEUE_BATCHES`` + 1 batches; an
@@ -36,12 +42,14 @@ import threading
 from typing import Any
 from typing import BinaryIO
 
+from .crypto import DecryptingReader
 from .crypto import EncryptingWriter
 from .crypto import Header
 
 INLINE_BYTES = 4 * 1024 * 1024
 BATCH_BYTES = 1024 * 1024
 QUEUE_BATCHES = 8
+AHEAD_BATCHES = 2  # a download's blocks read ahead of the event loop
 WRITEBACK_BYTES = 8 * 1024 * 1024
 
 # sync_file_range(2) flags.
@@ -137,6 +145,75 @@ class PipelinedWriter:
     def _raise_error(self) -> None:
         if self._error is not None:
             raise self._error
+
+
+class ReadAhead:
+    """Reads a download's plaintext ahead on a thread of its own.
+
+    The thread reads and decrypts blocks of ``BATCH_BYTES`` from the
+    reader's position, at most ``AHEAD_BATCHES`` ahead of the consumer, so
+    that the disk and AES-GCM work while the event loop encrypts and sends
+    TLS. An error (a damaged chunk, a failed read) reaches the consumer
+    in place of the block it is in, after every block before it; nothing
+    of a block that failed is returned. The reader belongs to
+    the thread until ``close``, which stops and joins it.
+    """
+
+    def __init__(self, reader: DecryptingReader) -> None:
+        self._reader = reader
+        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(AHEAD_BATCHES)
+        self._stop = threading.Event()
+        self._block = memoryview(b"")
+        self._ended = False
+        self._thread = threading.Thread(
+            target=self._run, name="censusdrop-download", daemon=True
+        )
+        self._thread.start()
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes (all the rest if negative); b"" at the end."""
+        if size < 0:
+            return b"".join(iter(lambda: self.read(BATCH_BYTES), b""))
+        if not self._block and not self._next_block():
+            return b""
+        data = self._block[:size].tobytes()
+        self._block = self._block[size:]
+        return data
+
+    def close(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:  # make room for a put the thread is waiting on
+                self._queue.get_nowait()
+        self._thread.join()
+
+    def _next_block(self) -> bool:
+        if self._ended:
+            return False
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            self._ended = True
+            raise item
+        if not item:
+            self._ended = True
+            return False
+        self._block = memoryview(item)
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                item: bytes | BaseException = self._reader.read(BATCH_BYTES)
+            except BaseException as exc:
+                item = exc
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
+            if not isinstance(item, bytes) or not item:
+                return
 
 
 class EarlyWriteback:

@@ -16,6 +16,7 @@ served every byte from offset 0 and authenticated the end.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import errno
@@ -37,6 +38,7 @@ from .errors import StorageError
 from .keyring import Keyring
 from .partials import PartialKey
 from .pipeline import PipelinedWriter
+from .pipeline import ReadAhead
 
 if TYPE_CHECKING:
     from .staging import Staging
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 COPY_CHUNK = 1024 * 1024
+READ_AHEAD_FROM = 4 * 1024 * 1024  # bytes left to read that start a read-ahead
 
 # How the SHA-256 of what a download served was obtained (``Served``).
 DIGEST_FROM_INDEX = "index"  # every byte from 0, end authenticated
@@ -259,6 +262,8 @@ class Download:
         except BaseException:
             raw.close()
             raise
+        self._raw = raw
+        self._ahead: ReadAhead | None = None  # started by a large read
         self.size = self._reader.size
         self.sha256 = sha256 if expected_id is not None else None
         self.served_from = 0
@@ -279,16 +284,25 @@ class Download:
             self._restart(self.served_from)
 
     def read(self, size: int = -1) -> bytes:
-        data = self._reader.read(size)
+        position = self.served_from + self._read
+        if self._ahead is None and self.size - position >= READ_AHEAD_FROM:
+            # A large read: the next blocks are read and decrypted on a
+            # thread while this one's bytes are sent.
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(self._raw.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            self._ahead = ReadAhead(self._reader)
+        data = (self._ahead or self._reader).read(size)
         self._read += len(data)
         if self._digest is not None:
             self._digest.update(data)
-        # The reader checked the last chunk before returning from a read
+        # The reader checked the last chunk before it returned the bytes
         # that reached the end.
-        self._reached_end = self._reader.tell() >= self.size
+        self._reached_end = self.served_from + self._read >= self.size
         return data
 
     def seek(self, offset: int, whence: int = 0) -> int:
+        self._stop_ahead()
+        self._reader.seek(self.served_from + self._read)
         position = self._reader.seek(offset, whence)
         self._restart(position)
         return position
@@ -328,6 +342,7 @@ class Download:
         """
         digest = hashlib.sha256()
         try:
+            self._stop_ahead()
             self._reader.seek(self.served_from)
             remaining = sent
             while remaining > 0:
@@ -348,7 +363,9 @@ class Download:
         return Served(digest.hexdigest(), DIGEST_COMPUTED)
 
     def tell(self) -> int:
-        return self._reader.tell()
+        if self._reader.closed:
+            raise ValueError("I/O operation on closed file")
+        return self.served_from + self._read
 
     def close(self) -> None:
         """Close; a trusting download that sent bytes stays open for
@@ -360,7 +377,13 @@ class Download:
     def release(self) -> None:
         """Close the file itself."""
         self._closed = True
+        self._stop_ahead()
         self._reader.close()
+
+    def _stop_ahead(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.close()
 
     def __enter__(self) -> Download:
         return self
