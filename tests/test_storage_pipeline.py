@@ -22,6 +22,7 @@ from censusdrop.server.storage.keyring import Keyring
 from censusdrop.server.storage.pipeline import EarlyWriteback
 from censusdrop.server.storage.pipeline import PipelinedWriter
 from censusdrop.server.storage.pipeline import ReadAhead
+from censusdrop.server.storage.pipeline import RecentUploads
 from conftest import TEST_PASSWORD
 from ftpclient import download
 from ftpclient import login
@@ -220,3 +221,56 @@ def test_a_large_download_is_read_ahead_and_resumes_mid_way(server) -> None:
     client.retrbinary("RETR 大文件.pdf", tail.extend, rest=3 * MIB + 17)
     assert bytes(tail) == data[3 * MIB + 17 :]
     client.quit()
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def test_the_newest_large_upload_is_kept_until_the_next_begins(
+    tmp_path: Path,
+) -> None:
+    recent = RecentUploads()
+    first, second = tmp_path / "first.bin", tmp_path / "second.bin"
+    first.write_bytes(b"1" * 1000)
+    second.write_bytes(b"2" * 1000)
+    with first.open("rb") as a, second.open("rb") as b:
+        kept_a, kept_b = os.dup(a.fileno()), os.dup(b.fileno())
+    recent.keep(kept_a)
+    assert _is_open(kept_a)
+    recent.keep(kept_b)  # the newer one replaces it
+    assert not _is_open(kept_a) and _is_open(kept_b)
+    recent.let_go()  # a large upload begins
+    assert not _is_open(kept_b)
+    assert first.read_bytes() == b"1" * 1000  # only memory was let go
+
+
+def test_a_discarded_upload_is_not_kept(tmp_path: Path) -> None:
+    recent = RecentUploads()
+    path = tmp_path / "gone.bin"
+    path.write_bytes(b"x" * 1000)
+    with path.open("rb") as raw:
+        kept = os.dup(raw.fileno())
+    path.unlink()
+    recent.keep(kept)
+    assert not _is_open(kept)
+
+
+def test_a_large_upload_file_is_kept_when_closed(tmp_path: Path) -> None:
+    path = tmp_path / "large.bin"
+    raw = path.open("wb")
+    file = EarlyWriteback(raw)
+    file.write(os.urandom(pipeline.WRITEBACK_BYTES + 10))
+    fd_before = raw.fileno()
+    file.close()
+    assert raw.closed
+    assert pipeline.RECENT._kept  # a descriptor of its own, still open
+    kept = pipeline.RECENT._kept[-1]
+    assert kept != fd_before and _is_open(kept)
+    assert os.fstat(kept).st_ino == path.stat().st_ino
+    pipeline.RECENT.let_go()
+    assert not _is_open(kept)

@@ -15,14 +15,14 @@ thread, one after another. Here, once a file is large:
 - ``ReadAhead`` does the same for a large download the other way round:
   a thread reads and decrypts the next blocks while the loop sends.
 - ``EarlyWriteback`` asks the kernel every ``WRITEBACK_BYTES`` to start
-  writing what was just written, waits for the range before it, and then
-  lets that range's pages go (Linux ``sync_file_range`` and
-  ``POSIX_FADV_DONTNEED``; elsewhere it does nothing). The disk works from
-  the start of the transfer, the fsync at the end has little left to do,
-  and the kernel reuses the same memory for the next ranges instead of
-  taking fresh pages (costly on a virtual machine). The price: a large
-  file is read back from the disk, not from memory; ``ReadAhead`` does
-  that reading while the loop sends.
+  writing what was just written and waits for the range before it (Linux
+  ``sync_file_range``; elsewhere it does nothing), so the disk works from
+  the start of the transfer and the fsync at the end has little left to
+  do. The newest large upload stays in memory (``RecentUploads``); when
+  the next one begins, the one before is dropped from the page cache, so
+  the new one reuses that memory instead of pages the kernel must take
+  fresh (costly on a virtual machine). Older large files are read back
+  from the disk; ``ReadAhead`` does that while the loop sends.
 
 Guarantees: the plaintext is hashed, encrypted and written in the order it
 was accepted; memory held is at most ``QUEUE_BATCHES`` + 1 batches; an
@@ -218,19 +218,31 @@ class ReadAhead:
 
 class EarlyWriteback:
     """An upload's file that starts the disk's work as it is written; any
-    file method but ``write`` is the file's own."""
+    file method but ``write`` and ``close`` is the file's own."""
 
     def __init__(self, raw: BinaryIO) -> None:
         self._raw = raw
         self._unasked = 0  # bytes written since writeback was last asked for
         self._previous: tuple[int, int] | None = None  # range asked for last
+        self._large = False
 
     def write(self, data: Any) -> int:
         count = int(self._raw.write(data))
         self._unasked += count
         if self._unasked >= WRITEBACK_BYTES and _sync_file_range is not None:
+            if not self._large:
+                self._large = True
+                RECENT.let_go()  # its pages are for this file to reuse
             self._write_back()
         return count
+
+    def close(self) -> None:
+        if self._large and not self._raw.closed:
+            with contextlib.suppress(OSError):
+                # A description of its own: a duplicate would share, and
+                # keep, the writer's lock on a staging file.
+                RECENT.keep(os.open(f"/proc/self/fd/{self._raw.fileno()}", os.O_RDONLY))
+        self._raw.close()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._raw, name)
@@ -248,9 +260,51 @@ class EarlyWriteback:
             low, high = self._previous
             flags = _WAIT_BEFORE | _WRITE | _WAIT_AFTER
             _sync_file_range(fd, low, high - low, flags)
-            # On disk now: let the kernel reuse those pages at once.
-            os.posix_fadvise(fd, low, high - low, os.POSIX_FADV_DONTNEED)
         self._previous = (start, end)
+
+
+class RecentUploads:
+    """The newest large upload stays in memory, for the reads that often
+    follow it (pre-review, a check download); when the next large upload
+    begins, the one kept is dropped from the page cache (it is on the disk:
+    it was fsynced), so the new one reuses its memory instead of pages the
+    kernel must take fresh. One file is kept per process, by an open
+    descriptor; one already unlinked is dropped at once."""
+
+    def __init__(self, keep: int = 1) -> None:
+        self._keep = keep
+        self._lock = threading.Lock()
+        self._kept: list[int] = []
+
+    def keep(self, fd: int) -> None:
+        """Take ``fd`` (a descriptor of its own) as the newest."""
+        with self._lock:
+            self._kept.append(fd)
+            dropped = self._kept[: -self._keep] if self._keep else self._kept[:]
+            self._kept = self._kept[len(dropped) :]
+        if os.fstat(fd).st_nlink == 0:  # a discarded upload
+            with self._lock:
+                if fd in self._kept:
+                    self._kept.remove(fd)
+                    dropped.append(fd)
+        for old in dropped:
+            _drop(old)
+
+    def let_go(self) -> None:
+        """Drop every file kept."""
+        with self._lock:
+            dropped, self._kept = self._kept, []
+        for fd in dropped:
+            _drop(fd)
+
+
+def _drop(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+
+
+RECENT = RecentUploads()
 
 
 def _load_sync_file_range() -> Any:
