@@ -109,21 +109,24 @@ class RoundKeyResolver:
         return round_key_name(owner[0])
 
 
+# Run for every upload: built once.
+_OWNING_ROUND = (
+    sa.select(rounds.c.id, round_prefectures.c.state)
+    .join(round_prefectures, round_prefectures.c.round_id == rounds.c.id)
+    .outerjoin(round_purges, round_purges.c.round_id == rounds.c.id)
+    .where(
+        round_prefectures.c.prefecture == sa.bindparam("prefecture"),
+        round_purges.c.round_id.is_(None),
+    )
+    .order_by(rounds.c.id.desc())
+    .limit(1)
+)
+
+
 def owning_round(conn: sa.Connection, prefecture: str) -> tuple[int, str] | None:
     """The newest round not purged that holds ``prefecture``: its id and
     the prefecture's state there."""
-    query = (
-        sa.select(rounds.c.id, round_prefectures.c.state)
-        .join(round_prefectures, round_prefectures.c.round_id == rounds.c.id)
-        .outerjoin(round_purges, round_purges.c.round_id == rounds.c.id)
-        .where(
-            round_prefectures.c.prefecture == prefecture,
-            round_purges.c.round_id.is_(None),
-        )
-        .order_by(rounds.c.id.desc())
-        .limit(1)
-    )
-    row = conn.execute(query).first()
+    row = conn.execute(_OWNING_ROUND, {"prefecture": prefecture}).first()
     return None if row is None else (int(row[0]), str(row[1]))
 
 

@@ -22,23 +22,34 @@ from .streams import VersionInfo
 
 STATES = ("current", "superseded", "deleted")
 
+# The statements of every upload and download, built once: building one
+# costs more than running it on SQLite.
+_CURRENT = file_versions.select().where(
+    file_versions.c.area == sa.bindparam("area"),
+    file_versions.c.path == sa.bindparam("path"),
+    file_versions.c.state == "current",
+)
+_BY_ID = file_versions.select().where(file_versions.c.id == sa.bindparam("id"))
+_HIGHEST = sa.select(sa.func.max(file_versions.c.number)).where(
+    file_versions.c.area == sa.bindparam("area"),
+    file_versions.c.path == sa.bindparam("path"),
+)
+_INSERT = file_versions.insert()
+_SET_STATE = (
+    file_versions.update()
+    .where(file_versions.c.id == sa.bindparam("version_id"))
+    .values(state=sa.bindparam("new_state"), blob=sa.bindparam("new_blob"))
+)
+
 
 def current(conn: sa.Connection, area: str, path: str) -> VersionInfo | None:
     """The current version at ``path``, if the index has one."""
-    row = conn.execute(
-        file_versions.select().where(
-            file_versions.c.area == area,
-            file_versions.c.path == path,
-            file_versions.c.state == "current",
-        )
-    ).first()
+    row = conn.execute(_CURRENT, {"area": area, "path": path}).first()
     return None if row is None else _version(row)
 
 
 def by_id(conn: sa.Connection, version_id: str) -> VersionInfo | None:
-    row = conn.execute(
-        file_versions.select().where(file_versions.c.id == version_id)
-    ).first()
+    row = conn.execute(_BY_ID, {"id": version_id}).first()
     return None if row is None else _version(row)
 
 
@@ -53,16 +64,12 @@ def history(conn: sa.Connection, area: str, path: str) -> list[VersionInfo]:
 
 
 def next_number(conn: sa.Connection, area: str, path: str) -> int:
-    highest = conn.execute(
-        sa.select(sa.func.max(file_versions.c.number)).where(
-            file_versions.c.area == area, file_versions.c.path == path
-        )
-    ).scalar()
+    highest = conn.execute(_HIGHEST, {"area": area, "path": path}).scalar()
     return 1 + int(highest or 0)
 
 
 def insert(conn: sa.Connection, info: VersionInfo) -> None:
-    conn.execute(file_versions.insert().values(**_row(info)))
+    conn.execute(_INSERT, _row(info))
 
 
 def set_state(conn: sa.Connection, info: VersionInfo, state: str) -> VersionInfo:
@@ -71,9 +78,8 @@ def set_state(conn: sa.Connection, info: VersionInfo, state: str) -> VersionInfo
         raise ValueError(f"state must be one of {STATES}")
     changed = dataclasses.replace(info, state=state)
     conn.execute(
-        file_versions.update()
-        .where(file_versions.c.id == info.id)
-        .values(state=state, blob=blob_of(changed))
+        _SET_STATE,
+        {"version_id": info.id, "new_state": state, "new_blob": blob_of(changed)},
     )
     return changed
 
