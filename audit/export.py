@@ -43,11 +43,11 @@ from .checkpoint import verify_key_from_pem
 from .diagnose import Problem
 from .diagnose import ProblemKind
 from .events import AuditError
+from .scan import ScanResult
+from .scan import iter_chain_rows
+from .scan import scan_rows
 from .verify import CheckpointMarks
-from .verify import ScanResult
 from .verify import VerifyResult
-from .verify import iter_chain_rows
-from .verify import scan_rows
 
 EVENTS_FILE = "events.jsonl"
 CHECKPOINT_FILE = "checkpoint.json"

@@ -20,6 +20,7 @@ from censusdrop.audit.checkpoint import SigningKey
 from censusdrop.audit.checkpoint import create_signing_key
 from censusdrop.audit.checkpoint import make_checkpoint
 from censusdrop.audit.events import AuditEvent
+from censusdrop.audit.scan import read_ahead
 from censusdrop.audit.schema import audit_checkpoints
 from censusdrop.audit.schema import audit_events
 from censusdrop.audit.schema import metadata
@@ -28,7 +29,6 @@ from censusdrop.audit.verify import PARALLEL_THRESHOLD
 from censusdrop.audit.verify import ProblemKind
 from censusdrop.audit.verify import VerifyResult
 from censusdrop.audit.verify import default_jobs
-from censusdrop.audit.verify import read_ahead
 from censusdrop.audit.verify import verify_database
 
 EVENTS = 40
