@@ -134,13 +134,16 @@ def test_kill_9_mid_upload_keeps_the_earlier_version_and_restarts_clean(
 # --- disk full -------------------------------------------------------------------
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs to hold the data root, unmounted afterwards."""
+@pytest.fixture(params=["2m", "12m"])
+def small_disk(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A small tmpfs to hold the data root, unmounted afterwards: 2 MiB
+    fills while an upload is written in line, 12 MiB once it is written
+    on a thread of its own (beyond its first 4 MiB)."""
     mount_point = tmp_path / "small-disk"
     mount_point.mkdir()
+    options = f"size={request.param},mode=0700"
     result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount_point)],
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)],
         capture_output=True,
         text=True,
         check=False,
@@ -191,7 +194,7 @@ def test_disk_full_mid_upload_gives_452_and_keeps_the_earlier_version(
     upload(client, "清查表.xlsx", b"earlier version" * 1000)
     free_before = os.statvfs(small_disk).f_bavail
 
-    reply = _send_until_refused(client, "清查表.xlsx", 8 * 1024 * 1024)
+    reply = _send_until_refused(client, "清查表.xlsx", 32 * 1024 * 1024)
     assert reply.startswith("452"), reply
     assert download(client, "清查表.xlsx") == b"earlier version" * 1000
     assert list((small_disk / "staging").iterdir()) == []  # the temporary is gone
