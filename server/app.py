@@ -240,7 +240,12 @@ class CensusServer:
                 listener.ip_map = prebound.ip_map
         if prebound is None:
             # Ports are bound and keys read: root is no longer needed.
-            self.run_as = self._drop_privileges(wanted)
+            try:
+                self.run_as = give_up_root(services, wanted)
+            except StartupError:
+                for listener in self.listeners:
+                    listener.close()
+                raise
             swept = services.storage.prepare()
             logger.info("storage ready swept=%d", swept)
         else:
@@ -272,18 +277,6 @@ class CensusServer:
                     prebound.implicit, implicit_handler(handler), ioloop=self.ioloop
                 )
             )
-
-    def _drop_privileges(self, run_as: RunAs | None) -> RunAs | None:
-        try:
-            if run_as is None:
-                warn_if_open(self.services)
-            else:
-                drop_privileges(self.services, run_as)
-        except PrivilegeError as exc:
-            for listener in self.listeners:
-                listener.close()
-            raise StartupError(str(exc)) from exc
-        return run_as
 
     @property
     def address(self) -> tuple[str, int]:
@@ -345,6 +338,19 @@ def check_startup(services: Services) -> RunAs | None:
     except OSError as exc:
         raise StartupError(f"storage.data_root: {exc}") from exc
     return wanted
+
+
+def give_up_root(services: Services, run_as: RunAs | None) -> RunAs | None:
+    """Become ``run_as`` (ports bound, keys read), or warn about what others
+    could read if the server stays who it is; ``StartupError`` if not."""
+    try:
+        if run_as is None:
+            warn_if_open(services)
+        else:
+            drop_privileges(services, run_as)
+    except PrivilegeError as exc:
+        raise StartupError(str(exc)) from exc
+    return run_as
 
 
 def bind_listener(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:

@@ -57,10 +57,7 @@ from censusdrop.server.app import Prebound
 from censusdrop.server.app import StartupError
 from censusdrop.server.app import bind_listener
 from censusdrop.server.app import check_startup
-from censusdrop.server.privileges import PrivilegeError
-from censusdrop.server.privileges import RunAs
-from censusdrop.server.privileges import drop_privileges
-from censusdrop.server.privileges import warn_if_open
+from censusdrop.server.app import give_up_root
 from censusdrop.server.services import Services
 
 logger = logging.getLogger(__name__)
@@ -171,6 +168,12 @@ class Slot:
     delay: float = 0.0
     restart_at: float | None = None
 
+    def close(self) -> None:
+        """Close its listening sockets."""
+        self.explicit.close()
+        if self.implicit is not None:
+            self.implicit.close()
+
 
 class Supervisor:
     """The parent of ``count`` worker processes; see the module docstring."""
@@ -193,7 +196,12 @@ class Supervisor:
         self.slots = _bind_slots(
             host or server.host, server.port if port is None else port, server, count
         )
-        self.run_as = self._drop_privileges(wanted)
+        try:
+            self.run_as = give_up_root(services, wanted)
+        except StartupError:
+            for slot in self.slots:
+                slot.close()
+            raise
         swept = services.storage.prepare()
         logger.info("storage ready swept=%d", swept)
         services.engine.dispose()  # no connection crosses the fork
@@ -307,9 +315,7 @@ class Supervisor:
     def _close_others(self, own: Slot) -> None:
         for slot in self.slots:
             if slot is not own:
-                slot.explicit.close()
-                if slot.implicit is not None:
-                    slot.implicit.close()
+                slot.close()
         if self._wakeup is not None:
             for fd in self._wakeup:
                 os.close(fd)
@@ -389,24 +395,8 @@ class Supervisor:
                     os.waitpid(slot.pid, 0)
                 slot.pid = 0
         for slot in self.slots:
-            slot.explicit.close()
-            if slot.implicit is not None:
-                slot.implicit.close()
+            slot.close()
         logger.info("server stopped")
-
-    def _drop_privileges(self, run_as: RunAs | None) -> RunAs | None:
-        try:
-            if run_as is None:
-                warn_if_open(self.services)
-            else:
-                drop_privileges(self.services, run_as)
-        except PrivilegeError as exc:
-            for slot in self.slots:
-                slot.explicit.close()
-                if slot.implicit is not None:
-                    slot.implicit.close()
-            raise StartupError(str(exc)) from exc
-        return run_as
 
 
 def worker_settings(settings: Settings, index: int, count: int) -> Settings:
@@ -435,9 +425,7 @@ def _bind_slots(host: str, port: int, server: ServerSettings, count: int) -> lis
             slots.append(Slot(index, explicit, implicit))
     except StartupError:
         for slot in slots:
-            slot.explicit.close()
-            if slot.implicit is not None:
-                slot.implicit.close()
+            slot.close()
         raise
     return slots
 

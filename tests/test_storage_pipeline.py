@@ -274,3 +274,31 @@ def test_a_large_upload_file_is_kept_when_closed(tmp_path: Path) -> None:
     assert os.fstat(kept).st_ino == path.stat().st_ino
     pipeline.RECENT.let_go()
     assert not _is_open(kept)
+
+
+def test_discarding_a_read_ahead_closes_the_reader_without_waiting(
+    tmp_path: Path, keyring: Keyring
+) -> None:
+    path = tmp_path / "big.enc"
+    _encrypted(path, keyring, os.urandom(8 * pipeline.BATCH_BYTES))
+    reader = DecryptingReader(path.open("rb"), keyring)
+    ahead = ReadAhead(reader)
+    ahead.read(10)
+    ahead.discard()  # the thread may still be reading: it closes the reader
+    for _ in range(200):
+        if reader.closed:
+            break
+        threading.Event().wait(0.01)
+    assert reader.closed
+
+    finished = DecryptingReader(path.open("rb"), keyring)
+    finished.seek(8 * pipeline.BATCH_BYTES - 5)
+    done = ReadAhead(finished)
+    assert len(done.read(100)) == 5
+    assert done.read(100) == b""  # the thread has handed over the end
+    done.discard()  # its thread has ended, or is ending: it is closed either way
+    for _ in range(200):
+        if finished.closed:
+            break
+        threading.Event().wait(0.01)
+    assert finished.closed

@@ -155,8 +155,10 @@ class ReadAhead:
     that the disk and AES-GCM work while the event loop encrypts and sends
     TLS. An error (a damaged chunk, a failed read) reaches the consumer
     in place of the block it is in, after every block before it; nothing
-    of a block that failed is returned. The reader belongs to
-    the thread until ``close``, which stops and joins it.
+    of a block that failed is returned. The reader belongs to the thread
+    until ``close`` (which stops and joins it, and gives the reader back)
+    or ``discard`` (which only stops it, for the event loop, which must
+    not wait for a read in progress: the thread closes the reader).
     """
 
     def __init__(self, reader: DecryptingReader) -> None:
@@ -165,6 +167,9 @@ class ReadAhead:
         self._stop = threading.Event()
         self._block = memoryview(b"")
         self._ended = False
+        self._lock = threading.Lock()
+        self._exited = False  # the thread is done with the reader
+        self._close_on_exit = False
         self._thread = threading.Thread(
             target=self._run, name="censusdrop-download", daemon=True
         )
@@ -181,11 +186,24 @@ class ReadAhead:
         return data
 
     def close(self) -> None:
+        """Stop the thread and wait for it; the reader is the caller's again."""
+        self._halt()
+        self._thread.join()
+
+    def discard(self) -> None:
+        """Stop the thread without waiting; the reader is closed once the
+        thread is done with it."""
+        self._halt()
+        with self._lock:
+            self._close_on_exit = not self._exited
+        if not self._close_on_exit:
+            self._reader.close()
+
+    def _halt(self) -> None:
         self._stop.set()
         with contextlib.suppress(queue.Empty):
             while True:  # make room for a put the thread is waiting on
                 self._queue.get_nowait()
-        self._thread.join()
 
     def _next_block(self) -> bool:
         if self._ended:
@@ -201,6 +219,16 @@ class ReadAhead:
         return True
 
     def _run(self) -> None:
+        try:
+            self._read_ahead()
+        finally:
+            with self._lock:
+                self._exited = True
+                close = self._close_on_exit
+            if close:
+                self._reader.close()
+
+    def _read_ahead(self) -> None:
         while not self._stop.is_set():
             try:
                 item: bytes | BaseException = self._reader.read(BATCH_BYTES)

@@ -268,10 +268,10 @@ class Download:
         self.sha256 = sha256 if expected_id is not None else None
         self.served_from = 0
         self._read = 0  # bytes returned since the last seek
-        self._reached_end = False  # a read since the last seek proved the end
         self._digest: hashlib._Hash | None = hashlib.sha256()
         self._trusting = False
         self._closed = False
+        self._released = False
 
     @property
     def closed(self) -> bool:
@@ -295,9 +295,6 @@ class Download:
         self._read += len(data)
         if self._digest is not None:
             self._digest.update(data)
-        # The reader checked the last chunk before it returned the bytes
-        # that reached the end.
-        self._reached_end = self.served_from + self._read >= self.size
         return data
 
     def seek(self, offset: int, whence: int = 0) -> int:
@@ -363,7 +360,7 @@ class Download:
         return Served(digest.hexdigest(), DIGEST_COMPUTED)
 
     def tell(self) -> int:
-        if self._reader.closed:
+        if self._released:
             raise ValueError("I/O operation on closed file")
         return self.served_from + self._read
 
@@ -375,10 +372,14 @@ class Download:
             self.release()
 
     def release(self) -> None:
-        """Close the file itself."""
-        self._closed = True
-        self._stop_ahead()
-        self._reader.close()
+        """Close the file itself, without waiting for a read-ahead thread
+        in the middle of a read (this runs on the event loop)."""
+        self._closed = self._released = True
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            self._reader.close()
+        else:
+            ahead.discard()  # its thread closes the reader
 
     def _stop_ahead(self) -> None:
         ahead, self._ahead = self._ahead, None
@@ -393,17 +394,15 @@ class Download:
 
     def _restart(self, position: int) -> None:
         """Count (and hash, unless trusted) what is read from ``position``."""
-        self.served_from, self._read, self._reached_end = position, 0, False
+        self.served_from, self._read = position, 0
         trusted = self._trusting and position == 0 and self.sha256 is not None
         self._digest = None if trusted else hashlib.sha256()
 
     def _is_whole(self, sent: int) -> bool:
-        """Whether ``sent`` bytes from here are the whole authenticated file."""
-        return (
-            self.served_from == 0
-            and self._reached_end
-            and self._read == sent == self.size
-        )
+        """Whether ``sent`` bytes from here are the whole authenticated file:
+        the reader checks the last chunk before it returns the bytes that
+        reach the end."""
+        return self.served_from == 0 and self._read == sent == self.size
 
 
 def digest_of(reader: Download) -> tuple[str, int]:
