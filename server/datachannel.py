@@ -109,6 +109,10 @@ class CensusDTPHandler(TLS_DTPHandler):  # type: ignore[misc]
         return bytes(view[:filled])
 
     def handle_read_event(self) -> None:
+        upload = self.file_obj
+        if isinstance(upload, Upload) and not upload.has_room():
+            self._wait_for_room(upload)
+            return
         super().handle_read_event()
         error, self._after_read = self._after_read, None
         if error is None or self._closed:
@@ -117,6 +121,18 @@ class CensusDTPHandler(TLS_DTPHandler):  # type: ignore[misc]
             self.handle_close()
             return
         raise error  # the loop hands it to handle_error
+
+    def _wait_for_room(self, upload: Upload) -> None:
+        """Stop reading while the upload's writer thread is behind (the
+        disk is slower than the network): writing on would block the event
+        loop. The writer thread wakes the loop when it has caught up."""
+        self.modify_ioloop_events(0)
+        bridge = self.cmd_channel.services.bridge
+        upload.when_room(lambda: bridge.post(self._room_again))
+
+    def _room_again(self) -> None:
+        if not self._closed:
+            self.modify_ioloop_events(self.ioloop.READ)
 
     def send(self, data: bytes) -> int:
         # pyftpdlib pushes a file's first bytes as soon as the data channel

@@ -302,3 +302,41 @@ def test_discarding_a_read_ahead_closes_the_reader_without_waiting(
             break
         threading.Event().wait(0.01)
     assert finished.closed
+
+
+class Stalled(io.BytesIO):
+    """A file on a disk that stops taking writes until ``go`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = threading.Event()
+
+    def write(self, data: object) -> int:
+        if self.tell() > pipeline.INLINE_BYTES:
+            self.go.wait(30)
+        return super().write(data)  # type: ignore[arg-type]
+
+
+def test_a_writer_behind_the_network_says_so_instead_of_blocking(
+    keyring: Keyring,
+) -> None:
+    raw = Stalled()
+    writer = PipelinedWriter(EncryptingWriter(raw, keyring, ROUND))
+    accepted = 0
+    for piece in _pieces(bytes(pipeline.INLINE_BYTES + 40 * MIB)):
+        if not writer.has_room():
+            break
+        writer.write(piece)  # never waits: there was room
+        accepted += len(piece)
+    assert not writer.has_room()
+    # Held: at most the queue and the thread's batch, beyond what was written.
+    held = accepted - raw.tell()
+    assert held <= (pipeline.QUEUE_BATCHES + 2) * pipeline.BATCH_BYTES + PIECE
+    room = threading.Event()
+    writer.when_room(room.set)
+    assert not room.is_set()  # still behind: told later, by the thread
+    raw.go.set()
+    assert room.wait(30)
+    writer.join()
+    assert writer.has_room()
+    assert writer.plaintext_size == accepted

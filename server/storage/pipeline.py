@@ -25,8 +25,10 @@ thread, one after another. Here, once a file is large:
   from the disk; ``ReadAhead`` does that while the loop sends.
 
 Guarantees: the plaintext is hashed, encrypted and written in the order it
-was accepted; memory held is at most ``QUEUE_BATCHES`` + 1 batches; an
-error of the thread (a full disk) is raised, as the exception it was, by
+was accepted; ``write`` waits for the thread only when ``has_room`` was
+false before it (the data channel stops reading until it is true);
+memory held is at most ``QUEUE_BATCHES`` + 1 batches; an error of the
+thread (a full disk) is raised, as the exception it was, by
 the next ``write`` or by ``join``, and nothing accepted after it is
 written; ``join``, ``sha256_hex`` and ``finish`` return only once every
 accepted byte is written. Not thread-safe: one caller at a time.
@@ -39,6 +41,7 @@ import ctypes
 import os
 import queue
 import threading
+from collections.abc import Callable
 from typing import Any
 from typing import BinaryIO
 
@@ -68,6 +71,8 @@ class PipelinedWriter:
         self._queue: queue.Queue[list[bytes] | None] = queue.Queue(QUEUE_BATCHES)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._room_lock = threading.Lock()
+        self._on_room: Callable[[], None] | None = None
 
     @property
     def plaintext_size(self) -> int:
@@ -96,6 +101,21 @@ class PipelinedWriter:
                 self._hand_over()
         self._accepted += count
         return count
+
+    def has_room(self) -> bool:
+        """Whether the next ``write`` returns without waiting for the
+        thread: the queue has room for the batch it may hand over (only
+        the caller fills the queue)."""
+        return self._thread is None or not self._queue.full()
+
+    def when_room(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the queue is down to half, from the
+        writer thread (at once, here, if it is already)."""
+        with self._room_lock:
+            if self._queue.qsize() > QUEUE_BATCHES // 2 and self._thread is not None:
+                self._on_room = callback
+                return
+        callback()
 
     def join(self) -> None:
         """Wait until every accepted byte is written; raise the thread's
@@ -134,6 +154,7 @@ class PipelinedWriter:
     def _run(self) -> None:
         write = self._writer.write
         while (batch := self._queue.get()) is not None:
+            self._tell_room()
             if self._error is not None:
                 continue  # dropped: the caller learns of the error
             try:
@@ -145,6 +166,14 @@ class PipelinedWriter:
     def _raise_error(self) -> None:
         if self._error is not None:
             raise self._error
+
+    def _tell_room(self) -> None:
+        with self._room_lock:
+            callback = None
+            if self._on_room is not None and self._queue.qsize() <= QUEUE_BATCHES // 2:
+                callback, self._on_room = self._on_room, None
+        if callback is not None:
+            callback()
 
 
 class ReadAhead:

@@ -23,6 +23,7 @@ import errno
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import BinaryIO
@@ -119,6 +120,16 @@ class Upload:
     @property
     def file_id(self) -> str:
         return self._writer.file_id.hex()
+
+    def has_room(self) -> bool:
+        """Whether ``write`` takes the next read without waiting for the
+        writer thread."""
+        return self._writer.has_room()
+
+    def when_room(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from another thread) once ``write`` has room
+        again; see ``PipelinedWriter.when_room``."""
+        self._writer.when_room(callback)
 
     def sha256_hex(self) -> str:
         """SHA-256 of all the plaintext so far, resumed bytes included."""
