@@ -15,6 +15,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -177,6 +178,32 @@ class Instance:
             services.accounts.assign(name, prefecture, at=dt.datetime.now(dt.UTC))
         finally:
             services.engine.dispose()
+
+
+@contextlib.contextmanager
+def open_storage(instance: Instance, area: str) -> Iterator[Any]:
+    """The instance's storage layer, prepared, with ``area`` made."""
+    import datetime as dt
+
+    from censusdrop.server.db import make_engine
+    from censusdrop.server.storage.keyring import Keyring
+    from censusdrop.server.storage.store import Storage
+
+    settings = instance.settings
+    engine = make_engine(settings.database_url)
+    keyring = Keyring.open(settings.path(settings.storage.keys_dir), None)
+    store = Storage(
+        settings.path(settings.storage.data_root),
+        keyring,
+        engine,
+        partial_lifetime=dt.timedelta(hours=24),
+    )
+    try:
+        store.prepare()
+        store.ensure_area(area)
+        yield store
+    finally:
+        engine.dispose()
 
 
 class RunningServer:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def _largest_part(instance: Instance) -> int:
     return max((p.stat().st_size for p in staging.glob("*.part")), default=0)
 
 
-def _wait_until(check, what: str, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+def _wait_until(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:

@@ -3,21 +3,19 @@ authenticated byte from offset 0, computed from the bytes otherwise."""
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import os
 from collections.abc import Iterator
 
 import pytest
 
-from censusdrop.server.db import make_engine
-from censusdrop.server.storage.keyring import Keyring
 from censusdrop.server.storage.store import Storage
 from censusdrop.server.storage.streams import DIGEST_COMPUTED
 from censusdrop.server.storage.streams import DIGEST_FROM_INDEX
 from censusdrop.server.storage.streams import DIGEST_UNAVAILABLE
 from censusdrop.server.storage.streams import Download
 from conftest import Instance
+from conftest import open_storage
 
 AREA = "420100"
 CHUNK = 64 * 1024
@@ -26,20 +24,9 @@ DATA = os.urandom(5 * CHUNK + 1234)
 
 @pytest.fixture
 def storage(sqlite_instance: Instance) -> Iterator[Storage]:
-    settings = sqlite_instance.settings
-    engine = make_engine(settings.database_url)
-    keyring = Keyring.open(settings.path(settings.storage.keys_dir), None)
-    store = Storage(
-        settings.path(settings.storage.data_root),
-        keyring,
-        engine,
-        partial_lifetime=dt.timedelta(hours=24),
-    )
-    store.prepare()
-    store.ensure_area(AREA)
-    store.write_bytes(AREA, "a.bin", DATA, "wuhan")
-    yield store
-    engine.dispose()
+    with open_storage(sqlite_instance, AREA) as store:
+        store.write_bytes(AREA, "a.bin", DATA, "wuhan")
+        yield store
 
 
 def _sha256(data: bytes) -> str:

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from censusdrop.server.db import make_engine
 from censusdrop.server.storage.errors import ResumeRefused
-from censusdrop.server.storage.keyring import Keyring
 from censusdrop.server.storage.partials import PartialKey
 from censusdrop.server.storage.staging import Staging
 from censusdrop.server.storage.store import Storage
 from conftest import Instance
+from conftest import open_storage
 
 AREA = "420100"
 CHUNK = 64 * 1024
@@ -26,19 +25,8 @@ T0 = dt.datetime(2020, 4, 20, 9, 0, tzinfo=dt.UTC)
 
 @pytest.fixture
 def storage(instance: Instance) -> Iterator[Storage]:
-    settings = instance.settings
-    engine = make_engine(settings.database_url)
-    keyring = Keyring.open(settings.path(settings.storage.keys_dir), None)
-    store = Storage(
-        settings.path(settings.storage.data_root),
-        keyring,
-        engine,
-        partial_lifetime=dt.timedelta(hours=24),
-    )
-    store.prepare()
-    store.ensure_area(AREA)
-    yield store
-    engine.dispose()
+    with open_storage(instance, AREA) as store:
+        yield store
 
 
 def _staging(storage: Storage) -> list[str]:
