@@ -23,7 +23,6 @@ from censusdrop.server.prereview import configured_checklist
 from censusdrop.server.prereview.leases import LEASE_SECONDS
 from censusdrop.server.prereview.leases import HeldLease
 from censusdrop.server.prereview.leases import claim
-from censusdrop.server.prereview.leases import holder_of
 from censusdrop.server.prereview.leases import release
 from censusdrop.server.schema import prereview_leases
 from censusdrop.server.services import Services
@@ -36,6 +35,16 @@ from prereviewkit import wait_for
 from treebuilder import build_submission
 
 AT = dt.datetime(2026, 12, 4, 9, 0, tzinfo=dt.UTC)
+
+
+def holder_of(engine: sa.Engine, prefecture: str, *, at: dt.datetime) -> str | None:
+    """Who holds the lease of ``prefecture`` at ``at``, if anyone."""
+    table = prereview_leases
+    query = sa.select(table.c.holder).where(
+        table.c.prefecture == prefecture, table.c.expires_at > at
+    )
+    with engine.connect() as conn:
+        return conn.execute(query).scalar()
 
 
 def _later(seconds: float) -> dt.datetime:

@@ -90,16 +90,6 @@ def release(engine: sa.Engine, prefecture: str, holder: str) -> None:
         )
 
 
-def holder_of(engine: sa.Engine, prefecture: str, *, at: dt.datetime) -> str | None:
-    """Who holds the lease of ``prefecture`` at ``at``, if anyone."""
-    table = prereview_leases
-    query = sa.select(table.c.holder).where(
-        table.c.prefecture == prefecture, table.c.expires_at > at
-    )
-    with engine.connect() as conn:
-        return conn.execute(query).scalar()
-
-
 class HeldLease:
     """A claimed lease, renewed by a thread until the ``with`` block ends.
 
