@@ -35,8 +35,8 @@ from censusdrop.config.settings import ConfigError
 from censusdrop.config.settings import Settings
 from censusdrop.config.settings import build_settings
 from censusdrop.server.storage import index
-from censusdrop.server.workers import SharedAddressCounts
 from censusdrop.server.workers import worker_settings
+from censusdrop.server.workers_addresses import SharedAddressCounts
 from conftest import TEST_PASSWORD
 from conftest import Instance
 from ftpclient import ReusingFTPS
