@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 # layer) moves more than one record's worth.
 RECEIVE_BUDGET = 256 * 1024
 TLS_RECORD = 16 * 1024  # most plaintext one TLS record carries
+# Plaintext handed to TLS in one write of a download: sixteen records, so
+# each pass of the event loop moves that much.
+SEND_BUDGET = 256 * 1024
 TRANSFER_COMPLETE = "226 Transfer complete."
 COMMIT_FAILED_REPLY = "451 服务器保存文件失败，原有文件不受影响，请重试。"
 
@@ -57,13 +60,16 @@ class CensusDTPHandler(TLS_DTPHandler):  # type: ignore[misc]
     transfer_finished: bool
     session_reuse_required = True
     ac_in_buffer_size = RECEIVE_BUDGET
+    ac_out_buffer_size = SEND_BUDGET
 
     def __init__(self, sock: socket.socket, cmd_channel: Any) -> None:
         # The last bytes of a transfer and the TLS close_notify are small
         # writes: without this, Nagle's algorithm can hold them back until
-        # the peer's delayed ACK.
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # the peer's delayed ACK. A large download turns it off while its
+        # bulk is sent (see _send_view).
+        self._tcp = sock
+        _set_nodelay(sock, True)
+        self._bulk = False
         self._committing = False
         self._after_read: BaseException | None = None
         self._received: bytearray | None = None  # made by the first upload read
@@ -141,7 +147,39 @@ class CensusDTPHandler(TLS_DTPHandler):  # type: ignore[misc]
         # nothing (the bytes stay queued) until the handshake is over.
         if self._ssl_accepting:
             return 0
+        if isinstance(data, memoryview) and self._ssl_established:
+            return self._send_view(data)
         return int(super().send(data))
+
+    def _send_view(self, data: memoryview) -> int:
+        """Write a view of a download's plaintext without copying it.
+
+        pyftpdlib's TLS send copies anything but bytes into bytes, and the
+        channel passes on the unsent rest of a write each time: a copy per
+        pass. pyOpenSSL writes from a view, and lets a retried write come
+        from another buffer (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER).
+        """
+        if not self._bulk:
+            # Full records, one after another: let TCP fill its segments
+            # (fewer, larger sends, and fewer wake-ups of the client).
+            self._bulk = True
+            _set_nodelay(self._tcp, False)
+        try:
+            sent = int(self.socket.send(data))
+        except (SSL.Error, OSError):
+            # The socket is full, the peer closed, or an error: pyftpdlib's
+            # send meets the same condition again and handles it its way.
+            return int(super().send(data))
+        self.tot_bytes_sent += sent
+        return sent
+
+    def handle_close(self) -> None:
+        if self._bulk:
+            # The tail of a large download and the close_notify go out at
+            # once (setting TCP_NODELAY pushes what TCP holds back).
+            self._bulk = False
+            _set_nodelay(self._tcp, True)
+        super().handle_close()
 
     def handle_ssl_established(self) -> None:
         # Nothing has been sent or accepted yet: initiate_send waits for
@@ -343,6 +381,11 @@ def resume_refused_reply(asked: int, offset: int | None) -> str:
         f"554 续传位置不符：该文件未完成的上传只能从第 {offset} 字节续传"
         f"（REST {offset}），不能从第 {asked} 字节续传。"
     )
+
+
+def _set_nodelay(sock: socket.socket, on: bool) -> None:
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(on))
 
 
 def _is_disconnect(error: BaseException) -> bool:

@@ -25,8 +25,10 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from pyftpdlib.exceptions import _FileReadWriteError
 from pyftpdlib.filesystems import FilesystemError
 from pyftpdlib.handlers import TLS_FTPHandler
+from pyftpdlib.handlers.ftp.producers import FileProducer
 from pyftpdlib.utils import strerror
 
 from censusdrop.audit import events
@@ -38,6 +40,7 @@ from censusdrop.server.datachannel import DAMAGED_REPLY
 from censusdrop.server.datachannel import NO_SPACE_REPLY
 from censusdrop.server.datachannel import PARTIAL_DAMAGED_REPLY
 from censusdrop.server.datachannel import QUOTA_REPLY
+from censusdrop.server.datachannel import SEND_BUDGET
 from censusdrop.server.datachannel import resume_refused_reply
 from censusdrop.server.db import outage_of
 from censusdrop.server.filesystem import CannotResume
@@ -75,6 +78,17 @@ class TransferCommands(TLS_FTPHandler):  # type: ignore[misc]
         opening = "ab" if "a" in mode else "r+b" if rest else "wb"
         details = {"resume_at": rest} if rest else {}
         self._start(events.UPLOAD_START, file, opening, rest, details)
+
+    def push_dtp_data(
+        self,
+        data: Any,
+        isproducer: bool = False,
+        file: Any = None,
+        cmd: str | None = None,
+    ) -> None:
+        if isproducer and isinstance(file, Download) and self._current_type != "a":
+            data = DownloadProducer(file)
+        super().push_dtp_data(data, isproducer, file, cmd)
 
     def ftp_SIZE(self, path: str) -> None:
         # While this account has an interrupted upload of the path, SIZE
@@ -318,6 +332,25 @@ class TransferCommands(TLS_FTPHandler):  # type: ignore[misc]
         record_off_loop(self.services.custody, item, self.services.bridge)
 
     # --- logging and the audit trail of commands
+
+
+class DownloadProducer(FileProducer):  # type: ignore[misc]
+    """A binary download's bytes in ``SEND_BUDGET`` pieces, each a view
+    into the block decrypted ahead where there is one (see
+    ``CensusDTPHandler.send``). ASCII keeps pyftpdlib's producer: it
+    rewrites line ends into a copy."""
+
+    buffer_size = SEND_BUDGET
+
+    def __init__(self, download: Download) -> None:
+        super().__init__(download, "i")
+        self._download = download
+
+    def more(self) -> bytes | memoryview:
+        try:
+            return self._download.read_view(self.buffer_size)
+        except OSError as err:
+            raise _FileReadWriteError(err) from err
 
 
 def _with_digest(event: AuditEvent, served: Served) -> AuditEvent:

@@ -175,6 +175,24 @@ def test_read_ahead_returns_every_byte_in_order(
     reader.close()
 
 
+def test_read_ahead_views_hold_the_same_bytes_without_a_copy(
+    tmp_path: Path, keyring: Keyring
+) -> None:
+    data = os.urandom(3 * pipeline.BATCH_BYTES + 777)
+    path = tmp_path / "big.enc"
+    _encrypted(path, keyring, data)
+    reader = DecryptingReader(path.open("rb"), keyring)
+    ahead = ReadAhead(reader)
+    pieces = []
+    while view := ahead.read_view(300_000):
+        assert isinstance(view, memoryview) and len(view) <= 300_000
+        pieces.append(bytes(view))
+    assert b"".join(pieces) == data
+    assert len(ahead.read_view(10)) == 0
+    ahead.close()
+    reader.close()
+
+
 def test_read_ahead_raises_a_damaged_chunk_after_the_blocks_before_it(
     tmp_path: Path, keyring: Keyring
 ) -> None:

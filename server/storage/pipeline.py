@@ -208,9 +208,14 @@ class ReadAhead:
         """Up to ``size`` bytes (all the rest if negative); b"" at the end."""
         if size < 0:
             return b"".join(iter(lambda: self.read(BATCH_BYTES), b""))
+        return self.read_view(size).tobytes()
+
+    def read_view(self, size: int) -> memoryview:
+        """Up to ``size`` bytes as a view into a decrypted block, not
+        copied; empty at the end."""
         if not self._block and not self._next_block():
-            return b""
-        data = self._block[:size].tobytes()
+            return memoryview(b"")
+        data = self._block[:size]
         self._block = self._block[size:]
         return data
 

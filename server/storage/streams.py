@@ -295,6 +295,13 @@ class Download:
             self._restart(self.served_from)
 
     def read(self, size: int = -1) -> bytes:
+        data = self.read_view(size)
+        return data if isinstance(data, bytes) else data.tobytes()
+
+    def read_view(self, size: int = -1) -> bytes | memoryview:
+        """``read``, except that a large file's bytes may come as a view
+        into a block decrypted ahead, not copied out of it (the data
+        channel hands them to TLS as they are)."""
         position = self.served_from + self._read
         if self._ahead is None and self.size - position >= READ_AHEAD_FROM:
             # A large read: the next blocks are read and decrypted on a
@@ -302,7 +309,11 @@ class Download:
             with contextlib.suppress(OSError):
                 os.posix_fadvise(self._raw.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
             self._ahead = ReadAhead(self._reader)
-        data = (self._ahead or self._reader).read(size)
+        data: bytes | memoryview
+        if self._ahead is not None and size >= 0:
+            data = self._ahead.read_view(size)
+        else:
+            data = (self._ahead or self._reader).read(size)
         self._read += len(data)
         if self._digest is not None:
             self._digest.update(data)
