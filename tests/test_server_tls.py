@@ -11,8 +11,10 @@ import pytest
 
 from conftest import TEST_PASSWORD
 from ftpclient import connect
+from ftpclient import download
 from ftpclient import login
 from ftpclient import tls_context
+from ftpclient import upload
 
 
 def _plain(address: tuple[str, int]) -> socket.socket:
@@ -100,6 +102,15 @@ def test_tls_13_is_accepted_when_configured(tmp_path) -> None:
 
     with configured_server(tmp_path, max_version='"1.3"') as running:
         assert _login_with(running, ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
+        # Data connections resume the session (from the server's cache:
+        # it issues no stateless tickets) and move files.
+        context = tls_context(running.cafile, minimum=ssl.TLSVersion.TLSv1_3)
+        client = login(
+            running.address, running.cafile, "wuhan", TEST_PASSWORD, context=context
+        )
+        assert upload(client, "一点三.txt", b"tls 1.3").startswith("226")
+        assert download(client, "一点三.txt") == b"tls 1.3"
+        client.quit()
 
 
 def test_commands_pipelined_behind_auth_are_not_executed(sqlite_server) -> None:

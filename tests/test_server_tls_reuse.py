@@ -75,3 +75,14 @@ def test_reuse_can_be_switched_off_for_clients_that_cannot(lenient) -> None:
     upload(client, "文件.pdf", b"data")
     assert download(client, "文件.pdf") == b"data"
     client.quit()
+
+
+def test_sessions_resume_by_id_without_tickets(sqlite_server) -> None:
+    # No ticket key protects session secrets for the life of the process:
+    # the data connection resumes from the server's session cache.
+    client = login(sqlite_server.address, sqlite_server.cafile, "wuhan", TEST_PASSWORD)
+    assert upload(client, "票据.txt", b"x").startswith("226")
+    session = client.sock.session  # type: ignore[union-attr]
+    assert session is not None and not session.has_ticket
+    assert download(client, "票据.txt") == b"x"
+    client.quit()
