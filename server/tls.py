@@ -117,16 +117,16 @@ def make_context(
     # make the kernel reset the connection and drop the upload's tail, so
     # TLS 1.3 is opt-in.
     context.set_max_proto_version(versions[max_version])
-    # Data connections resume the control connection's session from the
-    # server's own cache, by session ID: no session tickets, whose key
-    # would protect every session's secrets for the life of the process
-    # (and whose decryption and renewal cost each data connection more).
+    # Session tickets stay on: OpenSSL drops a session from its cache when
+    # a connection that used it ends without a TLS close, so with session
+    # IDs alone one dropped data connection would leave every later data
+    # connection of the session unable to resume (refused with 522), the
+    # resumption of an interrupted upload included.
     context.set_options(
         SSL.OP_NO_COMPRESSION
         | SSL.OP_CIPHER_SERVER_PREFERENCE
         | SSL.OP_NO_RENEGOTIATION
         | SSL.OP_SINGLE_ECDH_USE
-        | SSL.OP_NO_TICKET
     )
     context.set_cipher_list(CIPHERS_TLS12.encode("ascii"))
     context.set_session_id(SESSION_ID_CONTEXT)

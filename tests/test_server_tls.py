@@ -102,8 +102,7 @@ def test_tls_13_is_accepted_when_configured(tmp_path) -> None:
 
     with configured_server(tmp_path, max_version='"1.3"') as running:
         assert _login_with(running, ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
-        # Data connections resume the session (from the server's cache:
-        # it issues no stateless tickets) and move files.
+        # Data connections resume the session and move files.
         context = tls_context(running.cafile, minimum=ssl.TLSVersion.TLSv1_3)
         client = login(
             running.address, running.cafile, "wuhan", TEST_PASSWORD, context=context
