@@ -211,3 +211,26 @@ def test_custody_items_of_complete_and_aborted_downloads_are_unchanged(
             WUHAN,
             "big.bin",
         )
+
+
+def test_a_large_download_to_a_slow_reader_is_whole(sqlite_server) -> None:
+    # The reader is slow at first: many of the server's writes of views
+    # are cut short by a full socket, and the rest of each is sent later.
+    data = os.urandom(BIG)
+    _stored(sqlite_server, "慢读.bin", data)
+    client = login(sqlite_server.address, sqlite_server.cafile, "wuhan", TEST_PASSWORD)
+    received = bytearray()
+
+    def slowly(block: bytes) -> None:
+        if len(received) < 4 * 1024 * 1024:
+            time.sleep(0.002)
+        received.extend(block)
+
+    client.voidcmd("TYPE I")
+    assert client.retrbinary("RETR 慢读.bin", slowly).startswith("226")
+    client.quit()
+
+    (end,) = _download_ends(sqlite_server, 1)
+    assert bytes(received) == data
+    assert end.outcome == "ok" and end.bytes == BIG
+    assert end.details["digest_source"] == "index"
