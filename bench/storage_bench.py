@@ -224,8 +224,10 @@ def _measure(
     results: dict[str, dict[str, list[float]]] = {
         server.name: {"upload": [], "download": []} for server in servers
     }
-    for _ in range(rounds):
-        for server in servers:
+    for round_number in range(rounds):
+        # Each round in the other order, so that neither server always
+        # follows the other's large transfer.
+        for server in servers if round_number % 2 == 0 else servers[::-1]:
             up = _curl(server.port, cert, password, "-T", str(source))
             down = _curl(server.port, cert, password, "-o", os.devnull)
             results[server.name]["upload"].append(size / up / 1e6)
@@ -248,6 +250,13 @@ def _print(
         a = statistics.median(results[stock][direction])
         b = statistics.median(results[ours][direction])
         print(f"{direction:<10}{a:>13.0f} MB/s{b:>9.0f} MB/s{b / a:>8.2f}")
+    if options.rounds > 1:
+        print("each round, MB/s (stock / censusdrop):")
+        for direction in ("upload", "download"):
+            ours_each = results[ours][direction]
+            pairs = zip(results[stock][direction], ours_each, strict=True)
+            rounds = "  ".join(f"{a:.0f}/{b:.0f}" for a, b in pairs)
+            print(f"  {direction:<10}{rounds}")
     for server in servers:
         print(
             f"{server.name}: RSS {server.start_rss / 1024:.1f} MiB at start,"
