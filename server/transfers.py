@@ -28,7 +28,6 @@ from typing import Any
 from pyftpdlib.exceptions import _FileReadWriteError
 from pyftpdlib.filesystems import FilesystemError
 from pyftpdlib.handlers import TLS_FTPHandler
-from pyftpdlib.handlers.ftp.producers import FileProducer
 from pyftpdlib.utils import strerror
 
 from censusdrop.audit import events
@@ -334,21 +333,18 @@ class TransferCommands(TLS_FTPHandler):  # type: ignore[misc]
     # --- logging and the audit trail of commands
 
 
-class DownloadProducer(FileProducer):  # type: ignore[misc]
+class DownloadProducer:
     """A binary download's bytes in ``SEND_BUDGET`` pieces, each a view
     into the block decrypted ahead where there is one (see
-    ``CensusDTPHandler.send``). ASCII keeps pyftpdlib's producer: it
-    rewrites line ends into a copy."""
-
-    buffer_size = SEND_BUDGET
+    ``CensusDTPHandler.send``). ASCII keeps pyftpdlib's ``FileProducer``:
+    it rewrites line ends into a copy."""
 
     def __init__(self, download: Download) -> None:
-        super().__init__(download, "i")
         self._download = download
 
     def more(self) -> bytes | memoryview:
         try:
-            return self._download.read_view(self.buffer_size)
+            return self._download.read_view(SEND_BUDGET)
         except OSError as err:
             raise _FileReadWriteError(err) from err
 

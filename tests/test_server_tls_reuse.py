@@ -77,7 +77,7 @@ def test_reuse_can_be_switched_off_for_clients_that_cannot(lenient) -> None:
     client.quit()
 
 
-def test_a_dropped_data_connection_leaves_the_session_resumable(sqlite_server) -> None:
+def test_after_a_dropped_data_connection_the_session_resumes(sqlite_server) -> None:
     # OpenSSL forgets a cached session when a connection that used it ends
     # without a TLS close; the data connections after it must still resume.
     client = login(sqlite_server.address, sqlite_server.cafile, "wuhan", TEST_PASSWORD)
