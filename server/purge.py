@@ -7,16 +7,20 @@ Order of work, each step safe to repeat if the process dies:
    ``censusdrop.server.archive.records``), and no custody item of its
    prefectures is still open. ``force`` with a reason overrides these two,
    and the reason is recorded;
-2. the round key ``round-<id>`` is destroyed (tombstone, overwrite,
+2. what a crash left in staging is dealt with first (the storage sweep:
+   a committed upload goes into its area, an interrupted one becomes a
+   partial or, too small to resume, is removed), so that nothing of the
+   round's stays behind in staging;
+3. the round key ``round-<id>`` is destroyed (tombstone, overwrite,
    unlink: ``Keyring.destroy_round_key``). From here on no file encrypted
    under it can be decrypted, from the data root or from any copy of it
    and of the database taken earlier;
-3. the files are removed: current files, earlier versions and partial
+4. the files are removed: current files, earlier versions and partial
    uploads of every area that belongs to the round;
-4. the index rows of those versions are kept, marked ``purged``: path,
+5. the index rows of those versions are kept, marked ``purged``: path,
    size, SHA-256, account and time stay as the record of what was
    destroyed; a ``round_purges`` row closes the round;
-5. the destruction record: an audit event (``round_purge``) and, right
+6. the destruction record: an audit event (``round_purge``) and, right
    after it, a checkpoint signed with the audit key.
 
 An area whose prefecture joined a newer round belongs to that round (its
@@ -55,8 +59,6 @@ from censusdrop.server.services import Services
 from censusdrop.server.storage.crypto import read_header
 from censusdrop.server.storage.errors import KeyNotFound
 from censusdrop.server.storage.errors import StorageError
-from censusdrop.server.storage.partials import lock
-from censusdrop.server.storage.store import Storage
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +126,12 @@ def purge_round(
     key_name = round_key_name(round_.id)
     stray = sum(_not_under(services, area, key_name) for area in areas)
 
+    # What a crash left in staging first: a committed upload goes into its
+    # area (and with it below), an interrupted one with a sidecar becomes
+    # a partial (discarded below), one without (a small one) is removed.
+    removed = services.storage.sweep(at=at, grace=dt.timedelta(0))
     destroyed = _destroy_key(services, key_name)
-    removed = sum(_remove_area(services, area) for area in areas)
+    removed += sum(_remove_area(services, area) for area in areas)
     versions = _mark_purged(
         services,
         areas,
@@ -230,13 +236,17 @@ def _not_under(services: Services, area: str, key_name: str) -> int:
     layout = services.storage.layout
     count = 0
     for folder in (layout.area_dir(area), layout.root / "versions" / area):
-        for path in _files(folder):
-            try:
-                with path.open("rb") as raw:
-                    count += read_header(raw).round_name != key_name
-            except (OSError, StorageError):
-                count += 1
+        count += sum(_round_name(path) != key_name for path in _files(folder))
     return count
+
+
+def _round_name(path: Path) -> str | None:
+    """The round key an encrypted file is under; None if unreadable."""
+    try:
+        with path.open("rb") as raw:
+            return read_header(raw).round_name
+    except (OSError, StorageError):
+        return None
 
 
 def _remove_area(services: Services, area: str) -> int:
@@ -249,25 +259,6 @@ def _remove_area(services: Services, area: str) -> int:
         shutil.rmtree(folder, ignore_errors=True)
     storage.ensure_area(area)
     removed += discard_partials(storage, area, keep_key=None)
-    removed += _remove_uploads_in_progress(storage, area)
-    return removed
-
-
-def _remove_uploads_in_progress(storage: Storage, area: str) -> int:
-    """Interrupted uploads of the area not yet turned into partials (their
-    writer is gone); a live one keeps its lock and is left alone."""
-    removed = 0
-    for part in sorted(storage.layout.staging.glob("*.part")):
-        key = storage.partials.sidecar_key(part)
-        if key is None or key.area != area:
-            continue
-        with part.open("rb") as raw:
-            if not lock(raw):
-                logger.warning("upload in progress left in place area=%s", area)
-                continue
-            part.unlink(missing_ok=True)
-            part.with_suffix(".json").unlink(missing_ok=True)
-            removed += 1
     return removed
 
 

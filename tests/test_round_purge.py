@@ -23,6 +23,7 @@ from censusdrop.server.schema import round_purges
 from censusdrop.server.storage.errors import KeyDestroyed
 from censusdrop.server.storage.keyring import Keyring
 from censusdrop.server.storage.store import Storage
+from censusdrop.server.storage.streams import NOTE_AFTER
 from roundkit import ENSHI
 from roundkit import REVIEWING
 from roundkit import WUHAN
@@ -243,3 +244,24 @@ def test_an_area_that_joined_a_newer_round_is_left_alone(
     assert f"left in place (now in a newer round): {WUHAN}" in out
     assert _read_everything(services.storage, WUHAN) == 3
     assert services.storage.history(ENSHI, "自评估报告.txt")[0].state == "purged"
+
+
+def test_a_purge_removes_the_uploads_a_crash_left_in_progress(
+    services: Any, instance: Any, tmp_path: Path
+) -> None:
+    _ready(services, instance, tmp_path)
+    storage = services.storage
+    small = storage.begin_upload(WUHAN, "小.pdf", "wuhan", resumable=True)
+    small.write(b"a" * 1000)  # no sidecar: encrypted under the round's key
+    large = storage.begin_upload(WUHAN, "大.pdf", "wuhan", resumable=True)
+    large.write(b"b" * NOTE_AFTER)  # a sidecar naming the area
+    live = storage.begin_upload(ENSHI, "在传.pdf", "enshi", resumable=True)
+    live.write(b"c" * 1000)
+    for crashed in (small, large):  # the descriptor, and the lock, are gone
+        crashed._raw.close()
+
+    code, out = _cli(instance, "round", "purge", "2020-hubei")
+    assert code == 0, out
+    left = sorted(p.name for p in storage.layout.staging.iterdir())
+    assert left == [live.staged.name]
+    live.discard()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from censusdrop.server.storage.streams import NOTE_AFTER
 from conftest import TEST_PASSWORD
 from conftest import Instance
 from conftest import RunningServer
@@ -94,17 +95,21 @@ def test_kill_9_mid_upload_keeps_the_earlier_version_and_restarts_clean(
     served_instance: Instance,
 ) -> None:
     cafile = served_instance.cafile
-    data = os.urandom(2 * 1024 * 1024)
+    data = os.urandom(3 * 1024 * 1024)
     server = ServeProcess(served_instance)
     try:
         client = login(server.address, cafile, "wuhan", TEST_PASSWORD)
         upload(client, "成果.pdf", b"earlier version")
         client.voidcmd("TYPE I")
         conn = client.transfercmd("STOR 成果.pdf")
-        conn.sendall(data[: 1024 * 1024])
+        conn.sendall(data[: 2 * 1024 * 1024])
+        # Past NOTE_AFTER the upload says whose it is, in a sidecar.
         _wait_until(
-            lambda: _largest_part(served_instance) > 256 * 1024,
-            "the upload to reach staging",
+            lambda: (
+                _largest_part(served_instance) > NOTE_AFTER
+                and any(name.endswith(".json") for name in _staged(served_instance))
+            ),
+            "the upload to reach staging with its sidecar",
         )
         server.kill()  # kill -9, by PID
         conn.close()
@@ -123,7 +128,7 @@ def test_kill_9_mid_upload_keeps_the_earlier_version_and_restarts_clean(
         # What arrived before the crash was kept for the client to resume.
         client.voidcmd("TYPE I")
         offset = client.size("成果.pdf")
-        assert offset is not None and offset >= 64 * 1024
+        assert offset is not None and offset >= NOTE_AFTER
         client.storbinary("STOR 成果.pdf", io.BytesIO(data[offset:]), rest=offset)
         assert download(client, "成果.pdf") == data
         client.quit()

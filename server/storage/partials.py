@@ -6,6 +6,10 @@ Guarantees:
 
 - at most one partial per (area, path, account), named by a digest of that
   key, with a small JSON sidecar saying whose it is and since when;
+- an upload in progress gets such a sidecar once it holds ``NOTE_AFTER``
+  bytes (``streams``), so that a crash leaves it resumable; a smaller one
+  has none and is removed by the sweep after a crash (a file made and
+  removed for every small upload would cost more than resuming it saves);
 - a partial is taken by a rename made while holding its lock, so two
   sessions, threads or processes never resume the same one;
 - a partial older than its lifetime is never offered again and is swept;
@@ -14,7 +18,7 @@ Guarantees:
 
 Layout of ``staging/``::
 
-    <file id>.part, <file id>.json      an upload being written (locked)
+    <file id>.part [, <file id>.json]   an upload being written (locked)
     resume-<key>.part, resume-<key>.json  a partial waiting to be resumed
     <random>.new                         an upload being created (locked)
 
@@ -281,6 +285,7 @@ def _has_part(sidecar: Path) -> bool:
 
 __all__ = [
     "DEFAULT_LIFETIME",
+    "RESUME_PREFIX",
     "PartialKey",
     "Partials",
     "cut_to_whole_chunks",

@@ -95,7 +95,6 @@ class Staging:
         path: str,
         account: str | None,
         key: PartialKey | None,
-        at: dt.datetime,
     ) -> Upload:
         creating = self.layout.staging / f"{uuid.uuid4().hex}.new"
         fd = os.open(creating, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -105,8 +104,6 @@ class Staging:
             writer = EncryptingWriter(raw, self.keyring, self.key_for(area))
             staged = creating.with_name(f"{writer.file_id.hex()}.part")
             os.rename(creating, staged)
-            if key is not None:
-                self.partials.note(staged, key, at=at)
         except BaseException as exc:
             raw.close()
             creating.unlink(missing_ok=True)
@@ -138,7 +135,9 @@ class Staging:
             if isinstance(exc, OSError):
                 raise translate(exc) from exc
             raise
-        return Upload(self, key.area, key.path, key.account, staged, raw, writer, key)
+        upload = Upload(self, key.area, key.path, key.account, staged, raw, writer, key)
+        upload.noted = True
+        return upload
 
     # --- committing
 
@@ -197,7 +196,8 @@ class Staging:
         # sweep finishes the job instead of losing it.
         upload.indexed = True
         self.settle(upload.area, upload.path, upload.staged)
-        self.partials.forget(upload.staged)
+        if upload.noted:
+            self.partials.forget(upload.staged)
         if upload.key is not None:
             self.partials.discard(upload.key)
         return info

@@ -241,7 +241,7 @@ class Storage:
         elif key is not None:
             self.partials.discard(key)
         allowance = self._allowance(area, path) if key is not None else None
-        upload = self.staging.new(area, path, account, key, at)
+        upload = self.staging.new(area, path, account, key)
         upload.allowance = allowance
         if append and self.layout.local(area, path).exists():
             try:

@@ -48,6 +48,10 @@ logger = logging.getLogger(__name__)
 
 COPY_CHUNK = 1024 * 1024
 READ_AHEAD_FROM = 4 * 1024 * 1024  # bytes left to read that start a read-ahead
+# An FTP upload says whose it is in a sidecar (see ``partials``) once it
+# holds this much: a smaller one is not worth resuming after a crash, and a
+# file made and removed for each small upload costs more than its bytes.
+NOTE_AFTER = 1024 * 1024
 
 # How the SHA-256 of what a download served was obtained (``Served``).
 DIGEST_FROM_INDEX = "index"  # every byte from 0, end authenticated
@@ -107,6 +111,9 @@ class Upload:
         self.committed: VersionInfo | None = None
         self.indexed = False  # set by the storage once the row is written
         self.resumed_from = writer.plaintext_size
+        # Whether its sidecar is written: at once for a resumed upload (its
+        # partial's sidecar is gone), else once it holds ``NOTE_AFTER``.
+        self.noted = False
         self._raw = raw
         # Hashes, encrypts and writes a large upload on a thread of its own.
         self._writer = PipelinedWriter(writer)
@@ -140,10 +147,22 @@ class Upload:
             self._failed = True
             raise QuotaExceeded(f"{self.path} would exceed the quota", "bytes")
         try:
-            return self._writer.write(data)
+            count = self._writer.write(data)
+            if not self.noted and self.size >= NOTE_AFTER:
+                self.note()
         except OSError as exc:
             self._failed = True
             raise translate(exc) from exc
+        return count
+
+    def note(self) -> None:
+        """Write the sidecar that keeps this upload resumable after a crash
+        (nothing without a key)."""
+        if self.key is not None:
+            self.staging.partials.note(
+                self.staged, self.key, at=dt.datetime.now(dt.UTC)
+            )
+            self.noted = True
 
     def commit(self, *, at: dt.datetime | None = None) -> VersionInfo:
         if self.committed is not None:
@@ -219,7 +238,8 @@ class Upload:
         if self.closed:
             return
         self.staged.unlink(missing_ok=True)
-        self.staging.partials.forget(self.staged)
+        if self.noted:
+            self.staging.partials.forget(self.staged)
         self._release()
 
     def close(self) -> None:
