@@ -57,6 +57,10 @@ class LoopBridge:
             with contextlib.suppress(BlockingIOError):  # wake-ups pending
                 self._writer.send(b"\0")
 
+    def submit(self, work: Callable[[], T], *, io: bool = False) -> Future[T]:
+        """Run ``work`` on a worker thread (``io``: see ``run``)."""
+        return (self.io_executor if io else self.executor).submit(work)
+
     def run(
         self,
         work: Callable[[], T],
@@ -68,8 +72,7 @@ class LoopBridge:
 
         ``io`` puts it on the pool for work that mostly waits for the disk.
         """
-        executor = self.io_executor if io else self.executor
-        future = executor.submit(work)
+        future = self.submit(work, io=io)
         future.add_done_callback(lambda done: self.post(lambda: then(done)))
 
     # --- the dispatcher interface the IOLoop calls

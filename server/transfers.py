@@ -1,9 +1,9 @@
 """FTP commands that move file bytes: RETR, STOR/APPE with resume, SIZE.
 
-Every transfer starts only after its audit record is durable; the file is
-opened (a resumed upload checked again) on a worker thread while that
-record is being committed, and no byte moves before both are done; a
-transfer's end is recorded with its bytes, version and SHA-256, and a
+Every transfer starts only after its audit record is durable: the file is
+opened (a resumed upload checked again) on a worker thread, the start
+record is committed once that is done, and no byte moves before both are;
+a transfer's end is recorded with its bytes, version and SHA-256, and a
 reviewer's download goes onto the custody ledger.
 
 A binary download is not hashed while it is sent from offset 0: when it
@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -131,18 +130,28 @@ class TransferCommands(TLS_FTPHandler):  # type: ignore[misc]
         rest: int,
         details: dict[str, Any] | None = None,
     ) -> None:
-        """Commit the transfer's start record and, meanwhile, open the file
-        on a worker thread (authentication and hashing take time); the
-        transfer starts on the loop once both are done, so no byte moves
-        before the record is durable."""
+        """Open the file on a worker thread, then commit the transfer's
+        start record; the transfer starts on the loop once the record is
+        durable, so no byte moves before it is.
+
+        One after the other, not side by side: both steps are mostly
+        Python, and run at once they only take turns at the GIL (a small
+        transfer started 0.2-0.3 ms later that way, for 10% more CPU).
+        """
         event = self._event(action, events.OK, path=file, details=details or {})
         self._pause()
-        start = _TransferStart(functools.partial(self._ready, file, mode, rest))
-        bridge = self.services.bridge
-        self.services.audit.submit_durable(
-            event, lambda error: bridge.post(lambda: start.recorded(error))
-        )
-        bridge.run(lambda: self.fs.prepare(file, mode, rest), start.opened, io=True)
+        bridge, audit = self.services.bridge, self.services.audit
+        ready = functools.partial(self._ready, file, mode, rest)
+
+        def record(opened: Future[Any]) -> None:
+            # Where the opening ended (a worker thread), failed or not: a
+            # refusal is recorded after the start, as an access attempted.
+            audit.submit_durable(
+                event, lambda error: bridge.post(lambda: ready(error, opened))
+            )
+
+        opening = bridge.submit(lambda: self.fs.prepare(file, mode, rest), io=True)
+        opening.add_done_callback(record)
 
     def _ready(
         self,
@@ -357,27 +366,3 @@ def _with_digest(event: AuditEvent, served: Served) -> AuditEvent:
 def _recorded(future: Future[None]) -> None:
     if future.exception() is not None:
         logger.error("download end not recorded", exc_info=future.exception())
-
-
-class _TransferStart:
-    """Joins a transfer's durable start record and its opening, both
-    reported on the loop thread, and calls ``ready`` once with both."""
-
-    def __init__(
-        self, ready: Callable[[BaseException | None, Future[Any]], None]
-    ) -> None:
-        self._ready = ready
-        self._recorded: list[BaseException | None] = []
-        self._opened: Future[Any] | None = None
-
-    def recorded(self, error: BaseException | None) -> None:
-        self._recorded.append(error)
-        self._maybe_ready()
-
-    def opened(self, future: Future[Any]) -> None:
-        self._opened = future
-        self._maybe_ready()
-
-    def _maybe_ready(self) -> None:
-        if self._recorded and self._opened is not None:
-            self._ready(self._recorded[0], self._opened)
