@@ -75,6 +75,15 @@ class CensusDTPHandler(TLS_DTPHandler):  # type: ignore[misc]
         self._received: bytearray | None = None  # made by the first upload read
         super().__init__(sock, cmd_channel)
 
+    def __repr__(self) -> str:
+        # As CensusHandler's: pyftpdlib formats it into every debug line.
+        channel = self.cmd_channel
+        if getattr(channel, "_log_debug", False):
+            return str(super().__repr__())
+        return f"<{type(self).__name__} {getattr(channel, 'session_id', '-')}>"
+
+    __str__ = __repr__
+
     def modify_ioloop_events(self, events: int, logdebug: bool = False) -> None:
         # While the handshake waits for the client, a download's queued
         # bytes would keep the socket in the write set: the loop would

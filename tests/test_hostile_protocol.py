@@ -3,6 +3,7 @@ secrets that must never reach a log."""
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import socket
@@ -125,3 +126,29 @@ def test_names_that_could_forge_log_lines_are_refused(sqlite_server, name) -> No
     with pytest.raises(Exception, match="^5"):
         client.mkd(name)
     client.quit()
+
+
+def test_debug_lines_describe_the_session_only_while_debug_is_logged(
+    sqlite_server, caplog: pytest.LogCaptureFixture
+) -> None:
+    # pyftpdlib formats a handler into each debug line, logged or not: the
+    # long form (address, account, transfer) only while it is logged.
+    from censusdrop.server.handler import CensusHandler
+
+    quiet = login(sqlite_server.address, sqlite_server.cafile, "wuhan", TEST_PASSWORD)
+    handlers = [
+        h
+        for h in list(sqlite_server.server.ioloop.socket_map.values())
+        if isinstance(h, CensusHandler)
+    ]
+    assert handlers
+    assert all(repr(h) == f"<{type(h).__name__} {h.session_id}>" for h in handlers)
+    quiet.quit()
+
+    caplog.set_level(logging.DEBUG)
+    client = login(sqlite_server.address, sqlite_server.cafile, "wuhan", TEST_PASSWORD)
+    client.storbinary("STOR debug.txt", io.BytesIO(b"x" * 100))
+    client.quit()
+    lines = [r.getMessage() for r in caplog.records]
+    described = [line for line in lines if line.startswith("[debug]")]
+    assert any("user='wuhan'" in line and "addr=" in line for line in described)
