@@ -81,6 +81,23 @@ def read_connection(engine: sa.Engine) -> Iterator[sa.Connection]:
         yield conn
 
 
+@contextlib.contextmanager
+def lookup_connection(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A connection for one short read statement. On PostgreSQL outside
+    any transaction, the statement being its own: one round trip instead
+    of three (BEGIN, the statement, ROLLBACK). Not for several statements
+    that must see one state, nor for results streamed from a server
+    cursor. On SQLite as ``read_connection``: its autocommit mode would
+    cost a statement more (SQLAlchemy resets it with a PRAGMA)."""
+    if engine.dialect.name != "postgresql":
+        with read_connection(engine) as conn:
+            yield conn
+        return
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        yield conn
+
+
 def _sqlite_on_connect(dbapi_connection: Any, connection_record: Any) -> None:
     # Stop the driver from issuing its own BEGIN; _sqlite_on_begin does it.
     dbapi_connection.isolation_level = None

@@ -17,6 +17,7 @@ from censusdrop.audit.append import insert_rows
 from censusdrop.audit.chain import GENESIS_HASH
 from censusdrop.audit.chain import seal
 from censusdrop.audit.events import AuditEvent
+from censusdrop.audit.locking import lookup_connection
 from censusdrop.audit.query import EventFilter
 from censusdrop.audit.query import find_events
 from censusdrop.audit.schema import audit_events
@@ -189,3 +190,26 @@ def test_four_processes_appending_at_once_make_one_valid_chain(
     # accounts only PROCESSES - 1 times).
     switches = sum(a != b for a, b in itertools.pairwise(accounts))
     assert switches >= PROCESSES, switches
+
+
+def test_a_lookup_reads_committed_rows_and_leaves_no_transaction_open(
+    engine: sa.Engine,
+) -> None:
+    # On PostgreSQL a lookup runs outside any transaction (one round trip,
+    # not BEGIN, statement, ROLLBACK); on SQLite inside a plain one.
+    AuditLog(engine).append([full_event()])
+    with lookup_connection(engine) as conn:
+        assert (
+            conn.execute(sa.select(sa.func.count()).select_from(audit_events)).scalar()
+            == 1
+        )
+        if engine.dialect.name == "postgresql":
+            status = conn.connection.dbapi_connection.info.transaction_status  # type: ignore[union-attr]
+            assert status == 0  # psycopg's IDLE: no transaction block open
+        else:
+            assert conn.in_transaction()
+    with lookup_connection(engine) as conn:  # the pooled connection, reused
+        assert (
+            conn.execute(sa.select(sa.func.count()).select_from(audit_events)).scalar()
+            == 1
+        )

@@ -43,7 +43,7 @@ import sqlalchemy as sa
 from censusdrop.audit import events
 from censusdrop.audit.events import AuditEvent
 from censusdrop.audit.events import AuditSink
-from censusdrop.audit.locking import read_connection
+from censusdrop.audit.locking import lookup_connection
 from censusdrop.server import roundmodel as rm
 from censusdrop.server.roundmodel import Round
 from censusdrop.server.schema import file_versions
@@ -102,7 +102,7 @@ class RoundKeyResolver:
         self.engine = engine
 
     def __call__(self, area: str) -> str | None:
-        with read_connection(self.engine) as conn:
+        with lookup_connection(self.engine) as conn:
             owner = owning_round(conn, area)
         if owner is None or owner[1] == rm.ARCHIVED:
             return None

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from censusdrop.audit.locking import lookup_connection
 from censusdrop.audit.locking import read_connection
 
 from . import index
@@ -374,7 +375,7 @@ class Storage:
     # --- versions
 
     def current_version(self, area: str, path: str) -> VersionInfo | None:
-        with read_connection(self.engine) as conn:
+        with lookup_connection(self.engine) as conn:  # once per download
             return index.current(conn, area, path)
 
     def history(self, area: str, path: str) -> builtins.list[VersionInfo]:
