@@ -33,9 +33,22 @@ def _start(args: list[str], cwd: Path) -> tuple[subprocess.Popen[str], list[str]
         lines.append(line)
         if line.startswith("passive ports"):
             return process, lines
-    process.kill()
-    process.wait(10)
+    _stop(process, signal.SIGKILL)
     raise AssertionError("server did not start:\n" + "".join(lines))
+
+
+def _stop(process: subprocess.Popen[str], signum: int) -> int:
+    """Signal the server by its PID, wait for it, close its output pipe."""
+    os.kill(process.pid, signum)
+    try:
+        return process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()  # never left running, even when the test fails
+        process.wait(10)
+        raise
+    finally:
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 def test_demo_prints_an_account_that_works_and_stops_on_sigterm(tmp_path: Path) -> None:
@@ -52,8 +65,7 @@ def test_demo_prints_an_account_that_works_and_stops_on_sigterm(tmp_path: Path) 
         assert download(client, "自评估报告.docx") == b"demo"
         client.quit()
     finally:
-        os.kill(process.pid, signal.SIGTERM)
-        code = process.wait(20)
+        code = _stop(process, signal.SIGTERM)
     assert code == 0
 
 
@@ -62,5 +74,4 @@ def test_serve_stops_cleanly_on_sigint(tmp_path: Path) -> None:
 
     instance = Instance(tmp_path / "i", f"sqlite:///{tmp_path / 'db.sqlite'}")
     process, _ = _start(["--config", str(instance.config), "serve"], tmp_path)
-    os.kill(process.pid, signal.SIGINT)
-    assert process.wait(20) == 0
+    assert _stop(process, signal.SIGINT) == 0

@@ -8,6 +8,8 @@ import logging
 import re
 import socket
 import ssl
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -72,18 +74,30 @@ def test_fuzzed_command_lines_get_a_reply_and_the_session_survives(
     assert client.voidcmd("NOOP").startswith("200")
 
 
-_clients: dict[int, object] = {}
+_clients: dict[int, Any] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_fuzz_clients() -> Iterator[None]:
+    yield
+    _drop_fuzz_clients()
+
+
+def _drop_fuzz_clients() -> None:
+    for client in _clients.values():
+        client.close()
+    _clients.clear()
 
 
 def _fuzz_client(server):  # type: ignore[no-untyped-def]
     """One logged-in client per server, reused across examples (bounded)."""
     client = _clients.get(id(server))
     if client is None:
+        _drop_fuzz_clients()
         # latin-1 reads any reply, whatever encoding the fuzz switched to
         client = login(
             server.address, server.cafile, "wuhan", TEST_PASSWORD, encoding="latin-1"
         )
-        _clients.clear()
         _clients[id(server)] = client
     return client
 
@@ -135,6 +149,7 @@ def test_debug_lines_describe_the_session_only_while_debug_is_logged(
     # long form (address, account, transfer) only while it is logged.
     from censusdrop.server.handler import CensusHandler
 
+    caplog.set_level(logging.INFO, logger="pyftpdlib")
     quiet = login(sqlite_server.address, sqlite_server.cafile, "wuhan", TEST_PASSWORD)
     handlers = [
         h
@@ -145,7 +160,7 @@ def test_debug_lines_describe_the_session_only_while_debug_is_logged(
     assert all(repr(h) == f"<{type(h).__name__} {h.session_id}>" for h in handlers)
     quiet.quit()
 
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="pyftpdlib")
     client = login(sqlite_server.address, sqlite_server.cafile, "wuhan", TEST_PASSWORD)
     client.storbinary("STOR debug.txt", io.BytesIO(b"x" * 100))
     client.quit()
