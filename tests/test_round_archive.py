@@ -388,5 +388,5 @@ def test_a_keyring_without_the_round_key_cannot_read_rekeyed_files(
         path.unlink()
     other = Keyring.open(keys_copy)
     blob = services.storage.layout.local(WUHAN, "自评估报告.txt")
-    with pytest.raises(StorageError):
-        DecryptingReader(blob.open("rb"), other)
+    with blob.open("rb") as raw, pytest.raises(StorageError):
+        DecryptingReader(raw, other)

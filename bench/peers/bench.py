@@ -103,7 +103,7 @@ class Runner:
         self.curl = curl
         self.results = results
         self.inputs = make_inputs(plan, workdir / "input")
-        self.targets = {s.key: _target(s, workdir) for s in servers}
+        self.targets = {s.key: target_for(s, workdir) for s in servers}
         self.hook = hook
         self._settled: set[str] = set()
 
@@ -245,7 +245,7 @@ def make_inputs(plan: Plan, folder: Path) -> Inputs:
     return Inputs(big, crowd, blobs)
 
 
-def _target(server: Server, workdir: Path) -> Target:
+def target_for(server: Server, workdir: Path) -> Target:
     netrc = write_netrc(workdir / f"{server.key}.netrc", server.user, server.password)
     return Target(
         server.label,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import ftplib
+import itertools
 import socket
 import ssl
 import subprocess
@@ -170,6 +171,75 @@ def small_files(
     finally:
         client.close()
     return uploaded - started, downloaded - uploaded
+
+
+STEPS = (
+    "PASV and connect",
+    "command to 1xx",
+    "TLS handshake",
+    "data and close",
+    "to 226",
+)
+
+
+def stepwise(
+    target: Target, blobs: list[bytes], prefix: str, limit: float
+) -> tuple[list[list[float]], list[list[float]]]:
+    """Upload then download every blob in one session, timing each step of
+    each transfer (``STEPS``, seconds): (uploads, downloads)."""
+    deadline = time.monotonic() + limit
+    try:
+        client = _login(target)
+    except (OSError, ftplib.Error, EOFError) as exc:
+        raise ClientError(f"{target.label}: ftplib login failed: {exc}") from exc
+    try:
+        ups, downs = [], []
+        for index, blob in enumerate(blobs):
+            _check_deadline(target, deadline, limit)
+            ups.append(_steps(client, f"STOR {prefix}{index:05d}.bin", blob))
+        for index, blob in enumerate(blobs):
+            _check_deadline(target, deadline, limit)
+            downs.append(_steps(client, f"RETR {prefix}{index:05d}.bin", len(blob)))
+        with contextlib.suppress(OSError, ftplib.Error, EOFError):
+            client.quit()
+    except (OSError, ftplib.Error, EOFError) as exc:
+        raise ClientError(f"{target.label}: ftplib transfer failed: {exc}") from exc
+    finally:
+        client.close()
+    return ups, downs
+
+
+def _steps(client: SessionReusingFTPS, command: str, data: bytes | int) -> list[float]:
+    """One transfer, as ftplib's ``transfercmd`` does it, with a clock
+    between the steps; ``data`` is the blob to send or the size to read."""
+    marks = [time.perf_counter()]
+    _host, port = ftplib.parse227(client.sendcmd("PASV"))  # noqa: S321 - under TLS
+    raw = socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT)
+    with contextlib.ExitStack() as stack:
+        stack.callback(raw.close)
+        _no_delay(raw)
+        marks.append(time.perf_counter())
+        client.sendcmd(command)  # 1xx; an error reply raises
+        marks.append(time.perf_counter())
+        session = client.control().session
+        conn = client.context.wrap_socket(
+            raw, server_hostname=client.host, session=session
+        )
+        stack.callback(conn.close)
+        marks.append(time.perf_counter())
+        if isinstance(data, bytes):
+            conn.sendall(data)
+        else:
+            received = 0
+            while chunk := conn.recv(65536):
+                received += len(chunk)
+            if received != data:
+                raise ClientError(f"{command}: {received} bytes of {data}")
+        _close_tls(conn)
+    marks.append(time.perf_counter())
+    client.voidresp()
+    marks.append(time.perf_counter())
+    return [after - before for before, after in itertools.pairwise(marks)]
 
 
 def negotiated(target: Target) -> str:
