@@ -211,7 +211,6 @@ class CensusServer:
         prebound: Prebound | None = None,
     ) -> None:
         self.services = services
-        server = services.settings.server
         wanted = None if prebound is not None else check_startup(services)
         once_only = prebound is None or prebound.once_only
         try:  # first: nothing to undo when the checklist is unusable
@@ -222,13 +221,36 @@ class CensusServer:
             raise StartupError(f"reference.checklist: {exc}") from exc
         self.ioloop = IOLoop()  # made in this process: never shared by a fork
         services.bridge = LoopBridge(self.ioloop)
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+        self.listeners: list[FTPServer] = []
+        try:
+            self._set_up(services, host, port, prebound, wanted)
+        except BaseException:
+            # Nothing of a server that did not start stays open: a caller
+            # that retries in one process must not run out of descriptors.
+            self._close_loop()
+            raise
+        if once_only:
+            # Expire interrupted uploads and finish what a crash left in
+            # staging.
+            self.ioloop.call_every(
+                600, services.bridge.executor.submit, services.storage.sweep
+            )
+
+    def _set_up(
+        self,
+        services: Services,
+        host: str | None,
+        port: int | None,
+        prebound: Prebound | None,
+        wanted: RunAs | None,
+    ) -> None:
+        server = services.settings.server
         # Ends reviewer sessions when their access ends (guard.py).
         self.guard = AccessGuard(services, self.ioloop)
         self.guard.start()
         handler = make_handler(services)
-        self._stop = threading.Event()
-        self._stopped = threading.Event()
-        self.listeners: list[FTPServer] = []
         if prebound is None:
             self._listen_all(handler, host or server.host, port)
         else:
@@ -240,22 +262,18 @@ class CensusServer:
                 listener.ip_map = prebound.ip_map
         if prebound is None:
             # Ports are bound and keys read: root is no longer needed.
-            try:
-                self.run_as = give_up_root(services, wanted)
-            except StartupError:
-                for listener in self.listeners:
-                    listener.close()
-                raise
+            self.run_as = give_up_root(services, wanted)
             swept = services.storage.prepare()
             logger.info("storage ready swept=%d", swept)
         else:
             self.run_as = prebound.run_as
-        if once_only:
-            # Expire interrupted uploads and finish what a crash left in
-            # staging.
-            self.ioloop.call_every(
-                600, services.bridge.executor.submit, services.storage.sweep
-            )
+
+    def _close_loop(self) -> None:
+        """Close the listeners, the loop's bridge and the loop."""
+        for listener in self.listeners:
+            listener.close()
+        self.services.bridge.close()
+        self.ioloop.close()
 
     def _listen_all(
         self, handler: type[CensusHandler], host: str, port: int | None
@@ -314,10 +332,7 @@ class CensusServer:
         try:
             if self.prereview is not None:
                 self.prereview.stop()  # before the audit writer and engine go
-            for listener in self.listeners:
-                listener.close()
-            self.services.bridge.close()
-            self.ioloop.close()
+            self._close_loop()
             self.services.audit.close()  # type: ignore[attr-defined]
             self.services.engine.dispose()
         finally:
