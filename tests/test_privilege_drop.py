@@ -16,7 +16,6 @@ import os
 import pwd
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from serverprocess import start
+from serverprocess import stop
 
 from conftest import TEST_PASSWORD
 from conftest import Instance
@@ -134,29 +135,6 @@ def deployment(system_user: pwd.struct_passwd) -> Iterator[Deployment]:
         shutil.rmtree(root)
 
 
-def _start(argv: list[str]) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    assert process.stdout is not None
-    lines: list[str] = []
-    for _ in range(50):
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if line.startswith("passive ports"):
-            return process, "".join(lines)
-    process.kill()
-    process.wait(10)
-    raise AssertionError("server did not start:\n" + "".join(lines))
-
-
-def _stop(process: subprocess.Popen[str]) -> int:
-    os.kill(process.pid, signal.SIGTERM)
-    return process.wait(20)
-
-
 def _status_ids(pid: int) -> dict[str, set[int]]:
     found = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -220,7 +198,9 @@ def _refusal(
 
 def test_serve_runs_as_the_user_and_transfers_work(deployment: Deployment) -> None:
     user = deployment.user
-    process, text = _start(deployment.serve("--port", "0", "--user", user.pw_name))
+    process, text = start(
+        deployment.serve("--port", "0", "--user", user.pw_name), logs=False
+    )
     try:
         ids = _status_ids(process.pid)
         assert ids["Uid"] == {user.pw_uid} and ids["Gid"] == {user.pw_gid}
@@ -244,7 +224,7 @@ def test_serve_runs_as_the_user_and_transfers_work(deployment: Deployment) -> No
         targets = [os.readlink(fd) for fd in fds.iterdir()]
         assert not [t for t in targets if t.startswith(str(deployment.keys))]
     finally:
-        assert _stop(process) == 0
+        assert stop(process) == 0
     stored = list((deployment.data / "areas").rglob("*.pdf"))
     assert stored and all(p.stat().st_uid == user.pw_uid for p in stored)
 
@@ -253,11 +233,13 @@ def test_a_process_with_the_servers_ids_reads_round_keys_but_no_other_key(
     deployment: Deployment,
 ) -> None:
     user = deployment.user
-    process, _ = _start(deployment.serve("--port", "0", "--user", user.pw_name))
+    process, _ = start(
+        deployment.serve("--port", "0", "--user", user.pw_name), logs=False
+    )
     try:
         ids = _status_ids(process.pid)
     finally:
-        _stop(process)
+        stop(process)
     tls_key = deployment.settings.path(deployment.settings.tls.private_key)
     secret = (deployment.signing_key, deployment.keys / "master.key", tls_key)
     for key in (*secret, deployment.rounds / "default.key"):
@@ -291,7 +273,7 @@ def test_files_an_admin_command_writes_are_the_run_users_without_a_walk(
     planted.unlink()
 
     user = deployment.user.pw_name
-    process, text = _start(deployment.serve("--port", "0", "--user", user))
+    process, text = start(deployment.serve("--port", "0", "--user", user), logs=False)
     try:
         client = login(
             _address(text), deployment.instance.cafile, "wuhan", TEST_PASSWORD
@@ -300,7 +282,7 @@ def test_files_an_admin_command_writes_are_the_run_users_without_a_walk(
         upload(client, "普查表.pdf", b"%PDF replaced")  # over the import
         client.quit()
     finally:
-        assert _stop(process) == 0
+        assert stop(process) == 0
 
 
 def test_rounds_made_and_destroyed_while_the_server_runs_count_at_once(
@@ -310,7 +292,9 @@ def test_rounds_made_and_destroyed_while_the_server_runs_count_at_once(
     from censusdrop.server.storage.keyring import Keyring
 
     user = deployment.user
-    process, text = _start(deployment.serve("--port", "0", "--user", user.pw_name))
+    process, text = start(
+        deployment.serve("--port", "0", "--user", user.pw_name), logs=False
+    )
     try:
         deployment.command("round", "create", "r1", "-p", "420100", *_open_window())
         (made,) = deployment.rounds.glob("round-*.key")
@@ -333,14 +317,16 @@ def test_rounds_made_and_destroyed_while_the_server_runs_count_at_once(
             download(client, "轮次.pdf")
         client.quit()
     finally:
-        assert _stop(process) == 0
+        assert stop(process) == 0
 
 
 def test_a_running_server_keeps_its_round_keys_across_a_master_rotation(
     deployment: Deployment,
 ) -> None:
     user = deployment.user
-    process, text = _start(deployment.serve("--port", "0", "--user", user.pw_name))
+    process, text = start(
+        deployment.serve("--port", "0", "--user", user.pw_name), logs=False
+    )
     try:
         deployment.command("round", "create", "r1", "-p", "420100", *_open_window())
         client = _wuhan(deployment, text)
@@ -354,7 +340,7 @@ def test_a_running_server_keeps_its_round_keys_across_a_master_rotation(
         assert download(client, "后.pdf") == b"%PDF after"
         client.quit()
     finally:
-        assert _stop(process) == 0
+        assert stop(process) == 0
 
 
 def test_a_purge_works_as_the_run_user_and_destroys_the_key_as_root(
@@ -494,7 +480,9 @@ def test_init_with_a_user_sets_up_a_server_that_drops_to_it(
             timeout=120,
             check=True,
         )
-        process, text = _start([*CLI, "--config", config, "serve", "--port", "0"])
+        process, text = start(
+            [*CLI, "--config", config, "serve", "--port", "0"], logs=False
+        )
         try:
             assert _status_ids(process.pid)["Uid"] == {system_user.pw_uid}
             address = re.search(r"listening on ([\d.]+):(\d+)", text)
@@ -508,7 +496,7 @@ def test_init_with_a_user_sets_up_a_server_that_drops_to_it(
             upload(client, "a.txt", b"abc")
             client.quit()
         finally:
-            assert _stop(process) == 0
+            assert stop(process) == 0
     finally:
         shutil.rmtree(root)
 
@@ -575,7 +563,7 @@ def test_the_server_starts_with_only_the_units_capabilities(
     of the unit (no CAP_DAC_OVERRIDE, no CAP_CHOWN) is enough."""
     user = deployment.user.pw_name
     argv = _unit_bounding_set() + deployment.serve("--port", "0", "--user", user)
-    process, text = _start(argv)
+    process, text = start(argv, logs=False)
     try:
         address = re.search(r"listening on ([\d.]+):(\d+)", text)
         assert address, text
@@ -589,7 +577,7 @@ def test_the_server_starts_with_only_the_units_capabilities(
         assert download(client, "b.txt") == b"bounded"
         client.quit()
     finally:
-        assert _stop(process) == 0
+        assert stop(process) == 0
 
 
 def test_without_a_user_an_open_data_root_is_warned_about(

@@ -89,6 +89,7 @@ def test_a_resumed_download_is_hashed_as_it_is_read(storage) -> None:
     handle.close()
 
     served = handle.served(len(rest), complete=True)
+    handle.release()  # what the server does once it has the digest
     assert served is not None
     assert served.source == DIGEST_COMPUTED
     assert served.sha256 == _sha256(DATA[100_000:]) == _sha256(rest)
