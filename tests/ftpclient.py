@@ -59,9 +59,13 @@ def login(
     address: tuple[str, int], cafile: Path, user: str, password: str, **kwargs: Any
 ) -> ReusingFTPS:
     client = connect(address, cafile, **kwargs)
-    client.auth()
-    client.login(user, password)
-    client.prot_p()
+    try:
+        client.auth()
+        client.login(user, password)
+        client.prot_p()
+    except BaseException:
+        client.close()  # a refused login leaves no socket behind
+        raise
     return client
 
 
