@@ -54,7 +54,8 @@ class ServeProcess:
                     self.address = (match.group(1), int(match.group(2)))
                     found.set()
 
-        threading.Thread(target=read, daemon=True).start()
+        self._reader = threading.Thread(target=read, daemon=True)
+        self._reader.start()
         if not found.wait(30):
             self.kill()
             raise AssertionError("server did not start:\n" + "".join(self.output))
@@ -63,6 +64,9 @@ class ServeProcess:
         if self.process.poll() is None:
             os.kill(self.process.pid, sig)
         self.process.wait(timeout=15)
+        self._reader.join(10)  # the output ends with the process
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
 def _staged(instance: Instance) -> list[str]:
