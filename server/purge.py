@@ -56,9 +56,8 @@ from censusdrop.server.roundmodel import RoundError
 from censusdrop.server.schema import file_versions
 from censusdrop.server.schema import round_purges
 from censusdrop.server.services import Services
-from censusdrop.server.storage.crypto import read_header
 from censusdrop.server.storage.errors import KeyNotFound
-from censusdrop.server.storage.errors import StorageError
+from censusdrop.server.storage.layout import header_round
 
 logger = logging.getLogger(__name__)
 
@@ -236,17 +235,8 @@ def _not_under(services: Services, area: str, key_name: str) -> int:
     layout = services.storage.layout
     count = 0
     for folder in (layout.area_dir(area), layout.root / "versions" / area):
-        count += sum(_round_name(path) != key_name for path in _files(folder))
+        count += sum(header_round(path) != key_name for path in _files(folder))
     return count
-
-
-def _round_name(path: Path) -> str | None:
-    """The round key an encrypted file is under; None if unreadable."""
-    try:
-        with path.open("rb") as raw:
-            return read_header(raw).round_name
-    except (OSError, StorageError):
-        return None
 
 
 def _remove_area(services: Services, area: str) -> int:

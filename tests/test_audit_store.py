@@ -204,7 +204,8 @@ def test_a_lookup_reads_committed_rows_and_leaves_no_transaction_open(
             == 1
         )
         if engine.dialect.name == "postgresql":
-            status = conn.connection.dbapi_connection.info.transaction_status  # type: ignore[union-attr]
+            psycopg_connection: Any = conn.connection.dbapi_connection
+            status = psycopg_connection.info.transaction_status
             assert status == 0  # psycopg's IDLE: no transaction block open
         else:
             assert conn.in_transaction()

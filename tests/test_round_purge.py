@@ -22,8 +22,9 @@ from censusdrop.server.schema import metadata as server_metadata
 from censusdrop.server.schema import round_purges
 from censusdrop.server.storage.errors import KeyDestroyed
 from censusdrop.server.storage.keyring import Keyring
+from censusdrop.server.storage.pipeline import BATCH_BYTES
+from censusdrop.server.storage.pipeline import INLINE_BYTES
 from censusdrop.server.storage.store import Storage
-from censusdrop.server.storage.streams import NOTE_AFTER
 from roundkit import ENSHI
 from roundkit import REVIEWING
 from roundkit import WUHAN
@@ -254,7 +255,8 @@ def test_a_purge_removes_the_uploads_a_crash_left_in_progress(
     small = storage.begin_upload(WUHAN, "小.pdf", "wuhan", resumable=True)
     small.write(b"a" * 1000)  # no sidecar: encrypted under the round's key
     large = storage.begin_upload(WUHAN, "大.pdf", "wuhan", resumable=True)
-    large.write(b"b" * NOTE_AFTER)  # a sidecar naming the area
+    large.write(b"b" * (INLINE_BYTES + BATCH_BYTES))  # a writer thread and a sidecar
+    large._writer.join()
     live = storage.begin_upload(ENSHI, "在传.pdf", "enshi", resumable=True)
     live.write(b"c" * 1000)
     for crashed in (small, large):  # the descriptor, and the lock, are gone

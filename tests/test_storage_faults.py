@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from censusdrop.server.storage.streams import NOTE_AFTER
+from censusdrop.server.storage.pipeline import BATCH_BYTES
+from censusdrop.server.storage.pipeline import INLINE_BYTES
 from conftest import TEST_PASSWORD
 from conftest import Instance
 from conftest import RunningServer
@@ -99,18 +100,18 @@ def test_kill_9_mid_upload_keeps_the_earlier_version_and_restarts_clean(
     served_instance: Instance,
 ) -> None:
     cafile = served_instance.cafile
-    data = os.urandom(3 * 1024 * 1024)
+    data = os.urandom(INLINE_BYTES + 4 * BATCH_BYTES)
     server = ServeProcess(served_instance)
     try:
         client = login(server.address, cafile, "wuhan", TEST_PASSWORD)
         upload(client, "成果.pdf", b"earlier version")
         client.voidcmd("TYPE I")
         conn = client.transfercmd("STOR 成果.pdf")
-        conn.sendall(data[: 2 * 1024 * 1024])
-        # Past NOTE_AFTER the upload says whose it is, in a sidecar.
+        conn.sendall(data[: INLINE_BYTES + 2 * BATCH_BYTES])
+        # With a writer thread the upload says whose it is, in a sidecar.
         _wait_until(
             lambda: (
-                _largest_part(served_instance) > NOTE_AFTER
+                _largest_part(served_instance) > INLINE_BYTES
                 and any(name.endswith(".json") for name in _staged(served_instance))
             ),
             "the upload to reach staging with its sidecar",
@@ -132,7 +133,7 @@ def test_kill_9_mid_upload_keeps_the_earlier_version_and_restarts_clean(
         # What arrived before the crash was kept for the client to resume.
         client.voidcmd("TYPE I")
         offset = client.size("成果.pdf")
-        assert offset is not None and offset >= NOTE_AFTER
+        assert offset is not None and offset >= INLINE_BYTES
         client.storbinary("STOR 成果.pdf", io.BytesIO(data[offset:]), rest=offset)
         assert download(client, "成果.pdf") == data
         client.quit()

@@ -13,9 +13,10 @@ import pytest
 
 from censusdrop.server.storage.errors import ResumeRefused
 from censusdrop.server.storage.partials import PartialKey
+from censusdrop.server.storage.pipeline import BATCH_BYTES
+from censusdrop.server.storage.pipeline import INLINE_BYTES
 from censusdrop.server.storage.staging import Staging
 from censusdrop.server.storage.store import Storage
-from censusdrop.server.storage.streams import NOTE_AFTER
 from conftest import Instance
 from conftest import open_storage
 
@@ -143,15 +144,18 @@ def test_a_sweep_leaves_live_uploads_alone(storage: Storage) -> None:
     assert storage.read_bytes(AREA, "i.pdf")[-3:] == b"end"
 
 
-def test_only_an_upload_past_note_after_stays_resumable_after_a_crash(
+def test_only_an_upload_with_a_writer_thread_stays_resumable_after_a_crash(
     storage: Storage,
 ) -> None:
+    # The writer thread starts with the first batch past INLINE_BYTES, and
+    # writes the sidecar first.
     small = storage.begin_upload(AREA, "n.pdf", "wuhan", resumable=True)
     small.write(os.urandom(2 * CHUNK))
     large = storage.begin_upload(AREA, "o.pdf", "wuhan", resumable=True)
-    large.write(os.urandom(NOTE_AFTER - 1))
+    large.write(os.urandom(INLINE_BYTES + BATCH_BYTES - 1))
     assert not any(name.endswith(".json") for name in _staging(storage))
     large.write(b"x")
+    large._writer.join()  # the thread has written what it took
     assert f"{large.file_id}.json" in _staging(storage)
 
     # The process dies: its descriptors, and the writers' locks, go with it.
@@ -159,7 +163,9 @@ def test_only_an_upload_past_note_after_stays_resumable_after_a_crash(
         upload._raw.close()
     assert storage.sweep(grace=dt.timedelta(0)) == 1  # the small one
     assert storage.resumable_offset(AREA, "n.pdf", "wuhan") is None
-    assert storage.resumable_offset(AREA, "o.pdf", "wuhan") == NOTE_AFTER
+    assert (
+        storage.resumable_offset(AREA, "o.pdf", "wuhan") == INLINE_BYTES + BATCH_BYTES
+    )
     assert [n for n in _staging(storage) if not n.startswith("resume-")] == []
 
 

@@ -22,6 +22,7 @@ import socket
 import ssl
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from .servers import CIPHER
 # accept queue, the greeting, the login and the data connection's handshake.
 CONNECT_TIMEOUT = 60
 SOCKET_TIMEOUT = 60.0
+_FTP_ERRORS = (OSError, ftplib.Error, EOFError)
 
 
 class ClientError(Exception):
@@ -146,11 +148,7 @@ def small_files(
 ) -> tuple[float, float]:
     """Upload then download every blob in one session: (up s, down s)."""
     deadline = time.monotonic() + limit
-    try:
-        client = _login(target)
-    except (OSError, ftplib.Error, EOFError) as exc:
-        raise ClientError(f"{target.label}: ftplib login failed: {exc}") from exc
-    try:
+    with _session(target) as client:
         started = time.perf_counter()
         for index, blob in enumerate(blobs):
             _check_deadline(target, deadline, limit)
@@ -164,12 +162,6 @@ def small_files(
                     f"{target.label}: file {index} came back with {len(got)} bytes"
                 )
         downloaded = time.perf_counter()
-        with contextlib.suppress(OSError, ftplib.Error, EOFError):
-            client.quit()
-    except (OSError, ftplib.Error, EOFError) as exc:
-        raise ClientError(f"{target.label}: ftplib transfer failed: {exc}") from exc
-    finally:
-        client.close()
     return uploaded - started, downloaded - uploaded
 
 
@@ -188,25 +180,33 @@ def stepwise(
     """Upload then download every blob in one session, timing each step of
     each transfer (``STEPS``, seconds): (uploads, downloads)."""
     deadline = time.monotonic() + limit
-    try:
-        client = _login(target)
-    except (OSError, ftplib.Error, EOFError) as exc:
-        raise ClientError(f"{target.label}: ftplib login failed: {exc}") from exc
-    try:
-        ups, downs = [], []
+    ups, downs = [], []
+    with _session(target) as client:
         for index, blob in enumerate(blobs):
             _check_deadline(target, deadline, limit)
             ups.append(_steps(client, f"STOR {prefix}{index:05d}.bin", blob))
         for index, blob in enumerate(blobs):
             _check_deadline(target, deadline, limit)
             downs.append(_steps(client, f"RETR {prefix}{index:05d}.bin", len(blob)))
-        with contextlib.suppress(OSError, ftplib.Error, EOFError):
+    return ups, downs
+
+
+@contextlib.contextmanager
+def _session(target: Target) -> Iterator[SessionReusingFTPS]:
+    """A logged-in ftplib session, quit and closed after; what fails in it
+    raises ``ClientError`` naming the server."""
+    try:
+        client = _login(target)
+    except _FTP_ERRORS as exc:
+        raise ClientError(f"{target.label}: ftplib login failed: {exc}") from exc
+    try:
+        yield client
+        with contextlib.suppress(*_FTP_ERRORS):
             client.quit()
-    except (OSError, ftplib.Error, EOFError) as exc:
+    except _FTP_ERRORS as exc:
         raise ClientError(f"{target.label}: ftplib transfer failed: {exc}") from exc
     finally:
         client.close()
-    return ups, downs
 
 
 def _steps(client: SessionReusingFTPS, command: str, data: bytes | int) -> list[float]:

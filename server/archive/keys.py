@@ -56,6 +56,7 @@ from censusdrop.server.storage.crypto import EncryptingWriter
 from censusdrop.server.storage.crypto import read_header
 from censusdrop.server.storage.errors import StorageError
 from censusdrop.server.storage.layout import fsync_dir
+from censusdrop.server.storage.layout import header_round
 from censusdrop.server.storage.partials import RESUME_PREFIX
 from censusdrop.server.storage.partials import lock
 from censusdrop.server.storage.store import Storage
@@ -190,7 +191,7 @@ def discard_partials(storage: Storage, area: str, *, keep_key: str | None) -> in
         key = storage.partials.sidecar_key(part)
         if key is None or key.area != area:
             continue
-        if keep_key is not None and _header_key(part) == keep_key:
+        if keep_key is not None and header_round(part) == keep_key:
             continue
         if _unlink_if_idle(part):
             part.with_suffix(".json").unlink(missing_ok=True)
@@ -204,7 +205,7 @@ def discard_partials(storage: Storage, area: str, *, keep_key: str | None) -> in
 def _rekey_version(storage: Storage, version: VersionInfo, key_name: str) -> bool:
     """Re-encrypt one version under ``key_name``; False if already there."""
     source = storage.layout.blob(index.blob_of(version))
-    if _header_key(source) == key_name:
+    if header_round(source) == key_name:
         return False
     staged = storage.layout.staging / f"{uuid.uuid4().hex}{REKEY_SUFFIX}"
     with staged.open("xb") as raw:
@@ -257,14 +258,6 @@ def _swap_in(storage: Storage, version: VersionInfo, staged: Path) -> None:
             raise StorageError("the file moved meanwhile; run the re-key again")
         os.replace(staged, target)
         fsync_dir(target.parent)
-
-
-def _header_key(path: Path) -> str | None:
-    try:
-        with path.open("rb") as raw:
-            return read_header(raw).round_name
-    except (OSError, StorageError):
-        return None
 
 
 def _header_id(path: Path) -> str | None:

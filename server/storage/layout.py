@@ -93,6 +93,16 @@ def header_id(local: Path) -> str:
         return read_header(raw).file_id.hex()
 
 
+def header_round(local: Path) -> str | None:
+    """The round key named in the header of an encrypted file; None if the
+    file cannot be read or is not one."""
+    try:
+        with local.open("rb") as raw:
+            return read_header(raw).round_name
+    except (OSError, StorageError):
+        return None
+
+
 def fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -6,10 +6,11 @@ Guarantees:
 
 - at most one partial per (area, path, account), named by a digest of that
   key, with a small JSON sidecar saying whose it is and since when;
-- an upload in progress gets such a sidecar once it holds ``NOTE_AFTER``
-  bytes (``streams``), so that a crash leaves it resumable; a smaller one
-  has none and is removed by the sweep after a crash (a file made and
-  removed for every small upload would cost more than resuming it saves);
+- an upload in progress gets such a sidecar once it is large enough for a
+  writer thread of its own (``pipeline``), so that a crash leaves it
+  resumable; a smaller one has none and is removed by the sweep after a
+  crash (a file made and removed for every small upload would cost more
+  than resuming it saves);
 - a partial is taken by a rename made while holding its lock, so two
   sessions, threads or processes never resume the same one;
 - a partial older than its lifetime is never offered again and is swept;

@@ -60,10 +60,16 @@ _WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4
 
 
 class PipelinedWriter:
-    """An ``EncryptingWriter`` fed from a thread once the file is large."""
+    """An ``EncryptingWriter`` fed from a thread once the file is large;
+    ``on_thread`` runs on that thread when it starts, before any batch."""
 
-    def __init__(self, writer: EncryptingWriter) -> None:
+    def __init__(
+        self,
+        writer: EncryptingWriter,
+        on_thread: Callable[[], None] | None = None,
+    ) -> None:
         self._writer = writer
+        self._on_thread = on_thread
         self._accepted = writer.plaintext_size
         self._inline_until = writer.plaintext_size + INLINE_BYTES
         self._batch: list[bytes] = []
@@ -153,6 +159,12 @@ class PipelinedWriter:
 
     def _run(self) -> None:
         write = self._writer.write
+        start, self._on_thread = self._on_thread, None
+        if start is not None:
+            try:
+                start()
+            except Exception as exc:
+                self._error = exc
         while (batch := self._queue.get()) is not None:
             self._tell_room()
             if self._error is not None:

@@ -135,9 +135,7 @@ class Staging:
             if isinstance(exc, OSError):
                 raise translate(exc) from exc
             raise
-        upload = Upload(self, key.area, key.path, key.account, staged, raw, writer, key)
-        upload.noted = True
-        return upload
+        return Upload(self, key.area, key.path, key.account, staged, raw, writer, key)
 
     # --- committing
 
@@ -196,8 +194,7 @@ class Staging:
         # sweep finishes the job instead of losing it.
         upload.indexed = True
         self.settle(upload.area, upload.path, upload.staged)
-        if upload.noted:
-            self.partials.forget(upload.staged)
+        self.partials.forget(upload.staged)
         if upload.key is not None:
             self.partials.discard(upload.key)
         return info

@@ -48,10 +48,6 @@ logger = logging.getLogger(__name__)
 
 COPY_CHUNK = 1024 * 1024
 READ_AHEAD_FROM = 4 * 1024 * 1024  # bytes left to read that start a read-ahead
-# An FTP upload says whose it is in a sidecar (see ``partials``) once it
-# holds this much: a smaller one is not worth resuming after a crash, and a
-# file made and removed for each small upload costs more than its bytes.
-NOTE_AFTER = 1024 * 1024
 
 # How the SHA-256 of what a download served was obtained (``Served``).
 DIGEST_FROM_INDEX = "index"  # every byte from 0, end authenticated
@@ -111,12 +107,14 @@ class Upload:
         self.committed: VersionInfo | None = None
         self.indexed = False  # set by the storage once the row is written
         self.resumed_from = writer.plaintext_size
-        # Whether its sidecar is written: at once for a resumed upload (its
-        # partial's sidecar is gone), else once it holds ``NOTE_AFTER``.
-        self.noted = False
         self._raw = raw
-        # Hashes, encrypts and writes a large upload on a thread of its own.
-        self._writer = PipelinedWriter(writer)
+        # Hashes, encrypts and writes a large upload on a thread of its own,
+        # which first writes the sidecar that keeps it resumable after a
+        # crash (see ``partials``): a new upload has none before, since a
+        # file made and removed for each small upload would cost more than
+        # resuming one saves; a resumed one had it from the start.
+        new = key is not None and self.resumed_from == 0
+        self._writer = PipelinedWriter(writer, self._note if new else None)
         self._failed = False
         self.allowance: int | None = None  # bytes the quota leaves it
 
@@ -147,22 +145,14 @@ class Upload:
             self._failed = True
             raise QuotaExceeded(f"{self.path} would exceed the quota", "bytes")
         try:
-            count = self._writer.write(data)
-            if not self.noted and self.size >= NOTE_AFTER:
-                self.note()
+            return self._writer.write(data)
         except OSError as exc:
             self._failed = True
             raise translate(exc) from exc
-        return count
 
-    def note(self) -> None:
-        """Write the sidecar that keeps this upload resumable after a crash
-        (nothing without a key)."""
-        if self.key is not None:
-            self.staging.partials.note(
-                self.staged, self.key, at=dt.datetime.now(dt.UTC)
-            )
-            self.noted = True
+    def _note(self) -> None:
+        assert self.key is not None
+        self.staging.partials.note(self.staged, self.key, at=dt.datetime.now(dt.UTC))
 
     def commit(self, *, at: dt.datetime | None = None) -> VersionInfo:
         if self.committed is not None:
@@ -237,9 +227,9 @@ class Upload:
         """Throw the upload away, freeing its space at once."""
         if self.closed:
             return
+        self._writer.close()  # its thread may be writing the sidecar
         self.staged.unlink(missing_ok=True)
-        if self.noted:
-            self.staging.partials.forget(self.staged)
+        self.staging.partials.forget(self.staged)
         self._release()
 
     def close(self) -> None:
